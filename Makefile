@@ -1,0 +1,32 @@
+# The README's commands. Each one sets up .venv on a fresh machine when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU torch that lies on disk here; on a GPU server use e.g. `make TORCH=torch==2.13.0 ...` with a CUDA index,
+# or install torch yourself first: an importable torch is never replaced.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m kneeoa demo
+
+test: $(STAMP)
+	$(PY) -m ruff check kneeoa Testing KneeOAGrading KneeOATraining
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m kneeoa.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,3 @@
+from kneeoa.cli import main
+
+raise SystemExit(main())

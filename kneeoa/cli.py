@@ -1,0 +1,51 @@
+"""The `kneeoa` command. Each subcommand lives in `kneeoa/commands/<name>.py` and exposes
+`add_parser(subparsers)` which registers itself with `set_defaults(func=run)`; `run(args) -> int`.
+Command modules import only argparse at module level, so `kneeoa --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from kneeoa import __version__
+from kneeoa.errors import KneeOAError
+
+# order = order in `kneeoa --help`
+COMMANDS = [
+    "phantom",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kneeoa", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"kneeoa {__version__}")
+    parser.add_argument("--progress", choices=["bar", "json", "none"], default=None,
+                        help="progress display (default: bar on a terminal); json = machine-readable lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"kneeoa.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.progress:
+        os.environ["KNEEOA_PROGRESS"] = args.progress
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KneeOAError as err:
+        print(f"kneeoa {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"kneeoa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

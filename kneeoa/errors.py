@@ -1,0 +1,30 @@
+"""One error family: every problem a user can cause is a `KneeOAError` naming the file and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class KneeOAError(Exception):
+    """Base class. `str(err)` is the one message shown to the user."""
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.problem = problem
+        self.path = None if path is None else Path(path)
+        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class InputError(KneeOAError):
+    """An image, mask, table or folder that cannot be used as given."""
+
+
+class CheckpointError(KneeOAError):
+    """A checkpoint that is missing, truncated, unsafe or of another architecture."""
+
+
+class ConfigError(KneeOAError):
+    """Bad options or presets."""
+
+
+class JobError(KneeOAError):
+    """A long job (training, scoring, study) that cannot go on, e.g. out of GPU memory."""

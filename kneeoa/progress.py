@@ -1,0 +1,90 @@
+"""Progress for long jobs: a bar on a terminal, JSON lines for machines (the Slicer modules).
+
+Set `KNEEOA_PROGRESS=json` (or pass `--progress json` to a command) and every update is printed to
+stdout as one JSON object per line:
+    {"event": "progress", "task": "train", "done": 3, "total": 10, "loss": 0.41, ...}
+Other events: "start", "log" (message), "result" (payload), "end". Slicer parses these lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+MODE_ENV = "KNEEOA_PROGRESS"
+
+
+def mode() -> str:
+    """'json', 'bar' or 'none' (not a terminal)."""
+    value = os.environ.get(MODE_ENV, "").lower()
+    if value in {"json", "bar", "none"}:
+        return value
+    return "bar" if sys.stderr.isatty() else "none"
+
+
+def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
+    """Print one JSON progress line (only in json mode)."""
+    if mode() != "json":
+        return
+    out = stream or sys.stdout
+    out.write(json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
+    out.flush()
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+class Progress:
+    """`with Progress("train", total=n) as p: p.update(1, loss=0.3)` — bar, JSON lines or silence."""
+
+    def __init__(self, task: str, total: int | None = None, unit: str = "it", disable: bool = False):
+        self.task, self.total, self.unit = task, total, unit
+        self.done = 0
+        self._mode = "none" if disable else mode()
+        self._bar = None
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> Progress:
+        if self._mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=self.task, unit=self.unit, file=sys.stderr, leave=True)
+        elif self._mode == "json":
+            emit("start", task=self.task, total=self.total)
+        return self
+
+    def update(self, n: int = 1, **metrics: Any) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            if metrics:
+                self._bar.set_postfix({k: _short(v) for k, v in metrics.items()}, refresh=False)
+        elif self._mode == "json":
+            emit("progress", task=self.task, done=self.done, total=self.total,
+                 elapsed_s=round(time.perf_counter() - self._t0, 3), **metrics)
+
+    def log(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        elif self._mode == "json":
+            emit("log", task=self.task, message=message)
+        else:
+            print(message, file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self._mode == "json":
+            emit("end", task=self.task, done=self.done, ok=exc[0] is None)
+
+
+def _short(v: Any) -> Any:
+    return f"{v:.4g}" if isinstance(v, float) else v
