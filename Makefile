@@ -22,11 +22,11 @@ demo: $(STAMP)
 	$(PY) -m kneeoa demo
 
 test: $(STAMP)
-	$(PY) -m ruff check kneeoa Testing KneeOAGrading KneeOATraining
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m kneeoa.bench
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
