@@ -1,0 +1,144 @@
+"""Header sanity checks run before a library decodes voxel data.
+
+They turn wrong magic bytes, truncated files and "huge declared dims in a tiny file" into an
+`InputError` up front, so a corrupt header never makes a reader allocate gigabytes or fail deep
+inside nibabel/ITK.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+import zlib
+from pathlib import Path
+
+from kneeoa.errors import InputError
+
+# 1024^3 voxels: ~45x a 384x384x160 knee MRI; anything bigger is a corrupt header, not a knee.
+MAX_VOXELS = 2**30
+# DEFLATE cannot compress better than ~1032:1, so a compressed file declaring more raw bytes is corrupt.
+MAX_DEFLATE_RATIO = 1100
+NIFTI2_MAGIC = b"n+2\0\r\n\x1a\n"
+
+
+def _read_head(path: Path, n: int, gz: bool) -> bytes:
+    try:
+        if gz:
+            with open(path, "rb") as fh:
+                if fh.read(2) != b"\x1f\x8b":
+                    raise InputError("not gzip-compressed (wrong magic bytes for .gz)", path)
+            with gzip.open(path, "rb") as fh:
+                return fh.read(n)
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except InputError:
+        raise
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputError(f"cannot decompress (truncated or corrupt gzip): {err}", path) from None
+
+
+def check_nifti_header(path: Path, gz: bool) -> None:
+    """Validate a NIfTI-1/2 header: size field, magic, dims, and that the file can hold the data."""
+    head = _read_head(path, 540, gz)
+    if len(head) < 348:
+        raise InputError(f"truncated NIfTI: {len(head)} header bytes, expected at least 348", path)
+    for endian in "<>":
+        sizeof_hdr = struct.unpack(endian + "i", head[:4])[0]
+        if sizeof_hdr in (348, 540):
+            break
+    else:
+        raise InputError("not a NIfTI file (wrong header size field / magic bytes)", path)
+    if sizeof_hdr == 348:
+        magic = head[344:348]
+        if magic == b"ni1\0":
+            raise InputError("NIfTI header of a .hdr/.img pair; convert to a single .nii/.nii.gz file", path)
+        if magic != b"n+1\0":
+            raise InputError(f"not a NIfTI-1 file (magic {magic!r})", path)
+        dims = struct.unpack(endian + "8h", head[40:56])
+        bitpix = struct.unpack(endian + "h", head[72:74])[0]
+        vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+    else:
+        if len(head) < 540:
+            raise InputError(f"truncated NIfTI-2: {len(head)} header bytes, expected 540", path)
+        if head[4:12] != NIFTI2_MAGIC:
+            raise InputError(f"not a NIfTI-2 file (magic {head[4:12]!r})", path)
+        bitpix = struct.unpack(endian + "h", head[14:16])[0]
+        dims = struct.unpack(endian + "8q", head[16:80])
+        vox_offset = struct.unpack(endian + "q", head[168:176])[0]
+    ndim = dims[0]
+    if not 1 <= ndim <= 7:
+        raise InputError(f"NIfTI header declares {ndim} dimensions (corrupt header)", path)
+    shape = dims[1 : ndim + 1]
+    if any(d < 0 for d in shape):
+        raise InputError(f"NIfTI header declares negative dimensions {tuple(shape)}", path)
+    if bitpix <= 0 or bitpix % 8 or not (0 <= vox_offset < 2**40):
+        raise InputError(f"corrupt NIfTI header (bitpix {bitpix}, vox_offset {vox_offset})", path)
+    _check_size(path, tuple(shape), bitpix // 8, int(vox_offset), path.stat().st_size, compressed=gz)
+
+
+def _check_size(path: Path, shape: tuple[int, ...], bytes_per_voxel: int, offset: int, available: int,
+                compressed: bool) -> None:
+    n_voxels = 1
+    for d in shape:
+        n_voxels *= int(d)
+    if n_voxels > MAX_VOXELS:
+        raise InputError(f"header declares {n_voxels} voxels {tuple(shape)}: implausibly large "
+                         "(corrupt header?)", path)
+    need = offset + n_voxels * bytes_per_voxel
+    if compressed and need > available * MAX_DEFLATE_RATIO:
+        raise InputError(f"header declares {need} bytes of data but the {available}-byte compressed file "
+                         "cannot hold them (truncated or corrupt)", path)
+    if not compressed and need > available:
+        raise InputError(f"truncated: header declares {need} bytes, file has {available}", path)
+
+
+_DATA_FILE = {".mhd": re.compile(rb"^\s*ElementDataFile\s*=\s*(.+?)\s*$", re.M),
+              ".nhdr": re.compile(rb"^\s*data ?file\s*:\s*(.+?)\s*$", re.M | re.I)}
+
+
+def _data_bytes(path: Path) -> int:
+    """Bytes available to hold voxel data: the file itself, or the data file a detached header names."""
+    suffix = path.suffix.lower()
+    total = path.stat().st_size
+    pattern = _DATA_FILE.get(suffix)
+    if pattern is None:
+        return total
+    with open(path, "rb") as fh:
+        match = pattern.search(fh.read(65536))
+    if not match or match.group(1).upper() in (b"LOCAL", b"LIST"):
+        return total
+    name = match.group(1).decode("utf-8", "replace").split()[0]
+    data_file = path.parent / name
+    if not data_file.is_file():
+        raise InputError(f"data file {name!r} named in the header is missing", path)
+    return data_file.stat().st_size
+
+
+def check_itk_header(path: Path) -> None:
+    """Validate an NRRD/MHA/MHD header with ITK: readable, 3D (or 4D with one volume), plausible size."""
+    import SimpleITK as sitk
+
+    if path.stat().st_size == 0:
+        raise InputError("empty file", path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except Exception as err:
+        first = next((ln.strip() for ln in str(err).splitlines() if "rror" in ln), str(err)[:200])
+        raise InputError(f"not a readable image header: {first[:300]}", path) from None
+    size = tuple(int(s) for s in reader.GetSize())
+    dim = len(size)
+    if dim == 4 and size[3] == 1:
+        dim = 3
+    if dim != 3:
+        raise InputError(f"{dim}D image of size {size}, expected a 3D volume", path)
+    n_comp = int(reader.GetNumberOfComponents())
+    if n_comp != 1:
+        raise InputError(f"{n_comp} components per voxel (vector/RGB image), expected a scalar volume", path)
+    bits = re.match(r"(\d+)-bit", sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    bytes_per_voxel = max(1, int(bits.group(1)) // 8) if bits else 8
+    # Any ITK file may be compressed (NRRD gzip encoding, MHA CompressedData): use the deflate bound.
+    _check_size(path, size, bytes_per_voxel, 0, _data_bytes(path), compressed=True)
+

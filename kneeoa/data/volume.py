@@ -1,0 +1,296 @@
+"""Volume I/O: one axis order everywhere.
+
+A `Volume` holds `array` in NIfTI voxel order (i, j, k) and `affine`, the 4x4 ijk->RAS matrix in mm.
+NIfTI is read with nibabel (affine as stored); NRRD, MHA/MHD and DICOM series with SimpleITK, whose
+LPS direction/origin is converted to RAS and whose (k, j, i) array is transposed to (i, j, k).
+Every problem with a file becomes an `InputError(problem, path)`.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kneeoa.data import headers as _headers
+from kneeoa.errors import InputError
+from kneeoa.utils.atomic import atomic_path
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+# ITK's physical space is LPS; ours (NIfTI, Slicer) is RAS: flip the first two axes.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D array in (i, j, k) voxel order with its ijk->RAS affine (mm)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size along i, j, k in mm (column norms of the affine)."""
+        return tuple(float(s) for s in np.linalg.norm(np.asarray(self.affine)[:3, :3], axis=0))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (i, j, k)."""
+        return tuple(int(s) for s in self.array.shape)
+
+
+def volume_suffix(path: str | Path) -> str:
+    """The volume suffix of `path` ('.nii.gz', '.nrrd', ...) or '' for an unknown one."""
+    name = Path(path).name.lower()
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def volume_stem(path: str | Path) -> str:
+    """File name without its volume suffix (`case_1.nii.gz` -> `case_1`); a folder keeps its name."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
+
+
+def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None = None) -> Volume:
+    """Read a NIfTI/NRRD/MHA/MHD file or a DICOM series folder: float32 image or integer label map."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path)
+    if path.is_dir():
+        array, affine = _read_dicom_series(path, series_uid)
+    else:
+        suffix = volume_suffix(path)
+        if suffix in NIFTI_SUFFIXES:
+            array, affine = _read_nifti(path, suffix)
+        elif suffix in ITK_SUFFIXES:
+            array, affine = _read_itk_file(path)
+        else:
+            raise InputError(
+                f"unsupported file type {''.join(path.suffixes) or '(no suffix)'}; expected one of "
+                f"{', '.join(VOLUME_SUFFIXES)} or a DICOM series folder", path)
+    return Volume(_checked_array(array, path, is_label), _checked_affine(affine, path), path)
+
+
+def _read_nifti(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    _headers.check_nifti_header(path, gz=suffix == ".nii.gz")
+    try:
+        img = nib.load(str(path))
+        affine = np.asarray(img.affine, dtype=float)
+        array = np.asarray(img.dataobj)
+    except Exception as err:  # nibabel/gzip/numpy raise many types for corrupt data
+        raise InputError(f"cannot read NIfTI (truncated or corrupt): {type(err).__name__}: {err}", path) from None
+    return array, affine
+
+
+def _itk_to_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
+    """SimpleITK image -> (array (i, j, k), ijk->RAS affine)."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:  # trailing singleton (e.g. time) axis
+        image = sitk.Extract(image, [*image.GetSize()[:3], 0], [0, 0, 0, 0])
+    if image.GetDimension() != 3:
+        raise ValueError(f"{image.GetDimension()}D image of size {tuple(image.GetSize())}, expected a 3D volume")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{image.GetNumberOfComponentsPerPixel()} components per voxel (vector image)")
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    array_kji = sitk.GetArrayFromImage(image)
+    return np.ascontiguousarray(array_kji.transpose(2, 1, 0)), LPS_TO_RAS @ lps
+
+
+def _read_itk_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    _headers.check_itk_header(path)
+    try:
+        image = sitk.ReadImage(str(path))
+        return _itk_to_array_affine(image)
+    except Exception as err:  # ITK raises RuntimeError with a C++ trace; keep only the gist
+        raise InputError(f"cannot read image: {_short(err)}", path) from None
+
+
+def list_dicom_series(folder: str | Path) -> list[str]:
+    """Series instance UIDs of the DICOM files directly inside `folder`."""
+    import SimpleITK as sitk
+
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    try:
+        uids = list_dicom_series(folder)
+    except Exception as err:
+        raise InputError(f"cannot scan folder for DICOM: {_short(err)}", folder) from None
+    if not uids:
+        raise InputError("folder holds no DICOM series (and is not a volume file)", folder)
+    if series_uid is None:
+        if len(uids) > 1:
+            raise InputError(f"folder holds {len(uids)} DICOM series; choose one with series_uid= "
+                             f"({', '.join(uids)})", folder)
+        series_uid = uids[0]
+    elif series_uid not in uids:
+        raise InputError(f"DICOM series {series_uid} not in folder (found {', '.join(uids)})", folder)
+    try:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        image = reader.Execute()
+        if image.GetDimension() == 2 or (image.GetDimension() == 3 and image.GetSize()[2] == 1):
+            raise ValueError("a single slice (2D image), expected a 3D volume")
+        return _itk_to_array_affine(image)
+    except Exception as err:
+        raise InputError(f"cannot read DICOM series {series_uid}: {_short(err)}", folder) from None
+
+
+def _short(err: Exception) -> str:
+    """First meaningful line of a (possibly multi-line C++) library error."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "ERROR" in ln or "rror" in ln), lines[-1] if lines else "")
+    return f"{type(err).__name__}: {detail}"[:300]
+
+
+def _checked_array(array: np.ndarray, path: Path, is_label: bool) -> np.ndarray:
+    """Squeeze trailing singleton dims, reject non-3D/empty/NaN/constant data, set the dtype."""
+    if array.dtype.fields is not None or array.dtype.kind not in "biuf":
+        raise InputError(f"unsupported voxel type {array.dtype} (expected a scalar image)", path)
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        kind = "2D" if array.ndim <= 2 else f"{array.ndim}D"
+        raise InputError(f"{kind} image of shape {tuple(array.shape)}, expected a 3D volume", path)
+    if 0 in array.shape:
+        raise InputError(f"empty image of shape {tuple(array.shape)}", path)
+    if 1 in array.shape:
+        raise InputError(f"a single slice of shape {tuple(array.shape)} (2D), expected a 3D volume", path)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"image holds {int((~np.isfinite(array)).sum())} NaN/Inf voxels", path)
+    if is_label:
+        return _as_label_array(array, path)
+    array = np.asarray(array, dtype=np.float32)
+    if float(array.max()) == float(array.min()):
+        raise InputError(f"constant image (every voxel is {float(array.min()):g})", path)
+    return array
+
+
+def _as_label_array(array: np.ndarray, path: Path) -> np.ndarray:
+    """Integer label map: values must be whole numbers; smallest fitting integer type (uint8 usually)."""
+    if array.dtype.kind == "f":
+        rounded = np.rint(array)
+        if not np.allclose(array, rounded, atol=1e-3):
+            raise InputError("label map holds non-integer values (is this an image, not a mask?)", path)
+        array = rounded
+    lo, hi = float(array.min()), float(array.max())
+    for dtype in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.asarray(array, dtype=dtype)
+    raise InputError(f"label values {lo:g}..{hi:g} out of range", path)
+
+
+def _checked_affine(affine: np.ndarray, path: Path) -> np.ndarray:
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise InputError("image orientation (affine) is missing or not finite", path)
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError("image orientation (affine) is singular (zero voxel size?)", path)
+    return affine
+
+
+def write_nifti(path: str | Path, array_ijk: np.ndarray, affine: np.ndarray, is_label: bool = False) -> Path:
+    """Write a 3D array (i, j, k) with its ijk->RAS affine as NIfTI, atomically and byte-deterministically.
+
+    Labels are stored as uint8, images as float32. `.nii.gz` is gzip-compressed with mtime 0 and no
+    file name in the gzip header, so the same array and affine always give the same bytes.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if volume_suffix(path) not in NIFTI_SUFFIXES:
+        raise ValueError(f"write_nifti needs a .nii or .nii.gz path, got {path.name}")
+    array = np.asarray(array_ijk)
+    if array.ndim != 3:
+        raise ValueError(f"write_nifti needs a 3D array, got shape {array.shape}")
+    if is_label:
+        if array.dtype.kind == "f" and not np.array_equal(array, np.rint(array)):
+            raise ValueError("label array holds non-integer values")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError("label values must fit uint8 (0..255)")
+        array = array.astype(np.uint8)
+    else:
+        array = array.astype(np.float32)
+    affine = np.asarray(affine, dtype=float)
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)  # scanner space in both forms so every reader agrees
+    img.set_sform(affine, code=1)
+    if is_label:
+        img.header.set_intent("label")
+    data = img.to_bytes()
+    if path.name.lower().endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_volume(path: str | Path, volume: Volume, is_label: bool = False) -> Path:
+    """Write a Volume as NIfTI (nibabel) or NRRD/MHA (SimpleITK, RAS affine converted to LPS), atomically."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return write_nifti(path, volume.array, volume.affine, is_label=is_label)
+    if suffix not in (".nrrd", ".mha"):
+        raise ValueError(f"write_volume writes .nii, .nii.gz, .nrrd or .mha, not {path.name}")
+    import SimpleITK as sitk
+
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(to_sitk(volume, is_label=is_label), str(tmp), useCompression=True)
+    return path
+
+
+def to_sitk(volume: Volume, is_label: bool = False):
+    """A SimpleITK image (LPS physical space) for a Volume (RAS)."""
+    import SimpleITK as sitk
+
+    array = np.asarray(volume.array, dtype=np.uint8 if is_label else np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    lps = LPS_TO_RAS @ np.asarray(volume.affine, dtype=float)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    image.SetOrigin([float(v) for v in lps[:3, 3]])
+    return image
+
+
+def check_same_grid(image: Volume, mask: Volume, atol_mm: float = 1e-3) -> None:
+    """InputError (naming the mask) unless the mask has the image's shape and affine (within atol_mm)."""
+    if tuple(image.array.shape) != tuple(mask.array.shape):
+        raise InputError(f"mask grid {tuple(mask.array.shape)} does not match its image "
+                         f"{tuple(image.array.shape)} ({image.path})", mask.path)
+    diff = float(np.abs(np.asarray(image.affine) - np.asarray(mask.affine)).max())
+    if diff > atol_mm:
+        raise InputError(f"mask affine differs from its image's by up to {diff:.4g} mm "
+                         f"(another grid or orientation; image {image.path})", mask.path)
+
+
+def check_labels(mask: Volume, allowed: tuple[int, ...] | list[int] | set[int]) -> None:
+    """InputError (naming the mask) if it holds label values outside `allowed`."""
+    values = np.unique(np.asarray(mask.array))
+    unexpected = sorted(int(v) for v in values if int(v) not in set(allowed))
+    if unexpected:
+        raise InputError(f"unexpected label values {unexpected} (allowed: {sorted(set(allowed))})", mask.path)
