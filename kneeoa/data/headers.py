@@ -115,19 +115,28 @@ def _data_bytes(path: Path) -> int:
     return data_file.stat().st_size
 
 
+def itk_error(err: Exception) -> str:
+    """The useful part of a (multi-line, C++-flavoured) ITK error: the ERROR line and the innermost cause."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    at = next((n for n, ln in enumerate(lines) if "ERROR" in ln), None)
+    if at is None:
+        return (lines[-1] if lines else type(err).__name__)[:300]
+    text = re.sub(r"^(?:\w+::ERROR|ITK ERROR):\s*(\w+\(0x[0-9a-f]+\):\s*)?", "", lines[at])
+    if at + 1 < len(lines):
+        text += " " + re.sub(r"^\[\w+\]\s*", "", lines[-1])
+    return text[:300]
+
+
 def check_itk_header(path: Path) -> None:
     """Validate an NRRD/MHA/MHD header with ITK: readable, 3D (or 4D with one volume), plausible size."""
     import SimpleITK as sitk
 
-    if path.stat().st_size == 0:
-        raise InputError("empty file", path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except Exception as err:
-        first = next((ln.strip() for ln in str(err).splitlines() if "rror" in ln), str(err)[:200])
-        raise InputError(f"not a readable image header: {first[:300]}", path) from None
+        raise InputError(f"not a readable image header: {itk_error(err)}", path) from None
     size = tuple(int(s) for s in reader.GetSize())
     dim = len(size)
     if dim == 4 and size[3] == 1:

@@ -65,6 +65,8 @@ def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError("empty file (0 bytes)", path)
     if path.is_dir():
         array, affine = _read_dicom_series(path, series_uid)
     else:
@@ -158,10 +160,10 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> tuple[np.ndarray
 
 
 def _short(err: Exception) -> str:
-    """First meaningful line of a (possibly multi-line C++) library error."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if "ERROR" in ln or "rror" in ln), lines[-1] if lines else "")
-    return f"{type(err).__name__}: {detail}"[:300]
+    """The gist of a library error (ITK's are multi-line C++ traces)."""
+    if isinstance(err, RuntimeError):
+        return _headers.itk_error(err)
+    return f"{type(err).__name__}: {err}"[:300]
 
 
 def _checked_array(array: np.ndarray, path: Path, is_label: bool) -> np.ndarray:
