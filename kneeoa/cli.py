@@ -14,6 +14,7 @@ from kneeoa.errors import KneeOAError
 
 # order = order in `kneeoa --help`
 COMMANDS = [
+    "models",
     "phantom",
 ]
 

@@ -1,0 +1,186 @@
+"""Mamba (selective SSM) mixer: `mamba_ssm.Mamba` on CUDA when installed, else a memory-bounded PyTorch scan.
+
+`Mamba(d_model, d_state, d_conv, expand)` maps (B, L, d_model) -> (B, L, d_model) and owns exactly the
+parameters of `mamba_ssm.Mamba` (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) with the same
+initialisation, so one state_dict runs on either path. On CUDA with `mamba_ssm` importable the forward is
+`mamba_ssm.Mamba.forward` evaluated with *these* parameters (torch.func.functional_call); everywhere else
+the selective scan below runs in chunks: at the paper's input size the nnMamba stem sequence is ~1.3M
+tokens and a plain scan would materialise (L, ED, N) tensors of ~2.7 GB each.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+BACKEND_ENV = "KNEEOA_MAMBA_BACKEND"  # "torch" forces the PyTorch scan even on CUDA with mamba_ssm
+_MAMBA_SSM: dict[str, object] = {}
+
+
+def mamba_ssm_status() -> tuple[bool, str]:
+    """(importable, reason) for the CUDA `mamba_ssm` package; the import is attempted once."""
+    if "ok" not in _MAMBA_SSM:
+        try:
+            from mamba_ssm import Mamba as MambaSSM
+
+            _MAMBA_SSM.update(ok=True, reason="mamba_ssm importable", cls=MambaSSM)
+        except Exception as err:  # ImportError, or a CUDA extension that fails to load
+            _MAMBA_SSM.update(ok=False, reason=f"mamba_ssm not importable: {type(err).__name__}: {err}")
+    return bool(_MAMBA_SSM["ok"]), str(_MAMBA_SSM["reason"])
+
+
+def _scan_block(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact scan of one chunk of T tokens from state h0 (b, E, N): returns y (b, T, E) without the D term, h_T.
+
+    Two levels keep both the Python loop and memory short: the chunk is cut into m blocks of c ~ sqrt(T)
+    tokens; a c-step recurrence runs in all blocks at once from a zero state, then an m-step recurrence
+    carries the true state across blocks, h = h_local + cumprod(dA) * h_block_start. Only products of
+    dA = exp(delta*A) in (0, 1] appear (no exp of positive sums), so nothing can overflow.
+    """
+    b, T, E = x.shape
+    N = A.shape[1]
+    c = 1 << max(0, math.ceil(math.log2(max(T, 1))) // 2)
+    m = -(-T // c)
+    pad = m * c - T
+    dA = torch.exp(delta.unsqueeze(-1) * A)  # (b, T, E, N)
+    BX = (delta * x).unsqueeze(-1) * B.unsqueeze(2)  # (b, T, E, N)
+    if pad:  # dA = 1, BX = 0: padded steps leave the state unchanged
+        dA = F.pad(dA, (0, 0, 0, 0, 0, pad), value=1.0)
+        BX = F.pad(BX, (0, 0, 0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, pad))
+    dA = dA.view(b, m, c, E, N)
+    BX = BX.view(b, m, c, E, N)
+    cur = BX.new_zeros(b, m, E, N)
+    local = []
+    for j in range(c):
+        cur = dA[:, :, j] * cur + BX[:, :, j]
+        local.append(cur)
+    h_local = torch.stack(local, 2)  # (b, m, c, E, N)
+    decay = torch.cumprod(dA, 2)
+    starts = []
+    h = h0
+    for k in range(m):
+        starts.append(h)
+        h = decay[:, k, -1] * h + h_local[:, k, -1]
+    states = h_local + decay * torch.stack(starts, 1).unsqueeze(2)
+    y = torch.einsum("bmcen,bmcn->bmce", states, C.reshape(b, m, c, N))
+    return y.reshape(b, m * c, E)[:, :T], h
+
+
+def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                   chunk_size: int = 4096) -> Tensor:
+    """y_t = C_t . h_t + D * x_t with h_t = exp(delta_t A) h_{t-1} + delta_t B_t x_t, h_0 = 0.
+
+    Shapes: x, delta (b, L, E); A (E, N); B, C (b, L, N); D (E,). Computed in float32 chunk by chunk,
+    carrying the state, so peak memory is O(chunk_size * E * N). With gradients on, each chunk is
+    checkpointed (recomputed in backward) so training/saliency memory stays bounded too.
+    """
+    dtype = x.dtype
+    x, delta, B, C = (t.float() for t in (x, delta, B, C))
+    A = A.float()
+    b, L, E = x.shape
+    h = x.new_zeros(b, E, A.shape[1])
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C))
+    ys = []
+    for start in range(0, L, chunk_size):
+        part = [t[:, start:start + chunk_size] for t in (x, delta)]
+        bc = [t[:, start:start + chunk_size] for t in (B, C)]
+        if grad and L > chunk_size:
+            y, h = checkpoint(_scan_block, part[0], part[1], A, bc[0], bc[1], h, use_reentrant=False)
+        else:
+            y, h = _scan_block(part[0], part[1], A, bc[0], bc[1], h)
+        ys.append(y)
+    y = torch.cat(ys, 1) if len(ys) > 1 else ys[0]
+    return (y + x * D.float()).to(dtype)
+
+
+def selective_scan_reference(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:
+    """The textbook token-by-token recurrence (slow; tests compare the chunked scan against it)."""
+    b, L, E = x.shape
+    h = x.new_zeros(b, E, A.shape[1])
+    ys = []
+    for t in range(L):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * x[:, t])[..., None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1))
+    return torch.stack(ys, 1) + x * D
+
+
+class Mamba(nn.Module):
+    """Drop-in for `mamba_ssm.Mamba` (same arguments, parameter names and init) that also runs without CUDA."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
+                 dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
+                 conv_bias: bool = True, bias: bool = False, chunk_size: int | None = None,
+                 backend: str = "auto"):
+        super().__init__()
+        if backend not in ("auto", "torch"):
+            raise ValueError(f"Mamba backend must be 'auto' or 'torch', got {backend!r}")
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.chunk_size = chunk_size  # None: 4096 tokens on CPU, 32768 on GPUs (more memory, fewer launches)
+        self.backend = backend
+        self._ssm_kwargs = dict(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+                                dt_rank=self.dt_rank, conv_bias=conv_bias, bias=bias)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
+                                padding=d_conv - 1, bias=conv_bias)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        # mamba_ssm's init: dt weights uniform(+-dt_rank^-0.5), softplus(dt bias) log-uniform in
+        # [dt_min, dt_max], A = -[1..N] per channel (S4D real), D = 1
+        std = self.dt_rank ** -0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, std)
+        elif dt_init == "random":
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+        else:
+            raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}")
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_reinit = True
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.D._no_weight_decay = True
+
+    def uses_mamba_ssm(self, x: Tensor) -> bool:
+        """True when this input goes through the CUDA `mamba_ssm` kernels."""
+        if self.backend == "torch" or os.environ.get(BACKEND_ENV, "").lower() == "torch" or not x.is_cuda:
+            return False
+        return mamba_ssm_status()[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, d_model) -> (B, L, d_model)."""
+        if self.uses_mamba_ssm(x):
+            return self._forward_mamba_ssm(x)
+        return self._forward_torch(x)
+
+    def _forward_mamba_ssm(self, x: Tensor) -> Tensor:
+        # a parameter-less twin: kept out of the module tree (never in state_dict), fed our parameters
+        twin = self.__dict__.get("_twin")
+        if twin is None:
+            twin = _MAMBA_SSM["cls"](**self._ssm_kwargs)
+            self.__dict__["_twin"] = twin
+        return torch.func.functional_call(twin, dict(self.named_parameters()), (x,))
+
+    def _forward_torch(self, x: Tensor) -> Tensor:
+        L = x.shape[1]
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        xs = F.silu(self.conv1d(xs.transpose(1, 2))[..., :L]).transpose(1, 2)  # causal depthwise conv
+        dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(dt))
+        A = -torch.exp(self.A_log.float())
+        chunk = self.chunk_size or (32768 if x.is_cuda else 4096)
+        y = selective_scan(xs, delta, A, B, C, self.D, chunk_size=chunk)
+        return self.out_proj(y * F.silu(z))
