@@ -16,6 +16,11 @@ from kneeoa.errors import KneeOAError
 COMMANDS = [
     "models",
     "phantom",
+    "train",
+    "predict",
+    "score",
+    "merge",
+    "grade",
 ]
 
 

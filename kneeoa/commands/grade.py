@@ -1,0 +1,57 @@
+"""`kneeoa grade`: one volume -> OA/KL probabilities (+ saliency NIfTI, cartilage overlap) as a JSON result.
+
+This is what the KneeOAGrading Slicer module runs in a background process with `--progress json`:
+progress lines on stdout, then a `result` event, and the same payload written to --result-json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+METHOD_CHOICES = ["smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("grade", help="grade one volume (probabilities, saliency, overlap) -> JSON",
+                              description="Grade one knee MRI volume with a checkpoint.")
+    p.add_argument("image", help="image (NIfTI, NRRD, MHA or a DICOM series folder)")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
+    p.add_argument("--mask", help="cartilage mask on the image grid (OAI-ZIB-CM labels) -> overlap metrics")
+    p.add_argument("--saliency-out", help="write the saliency map here (.nii.gz, image grid)")
+    p.add_argument("--saliency-method", default="smoothgrad", choices=METHOD_CHOICES)
+    p.add_argument("--target", default="auto", help="auto, kl, oa or a KL grade 0-4")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--result-json", required=True, help="result file (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --result-json / --saliency-out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from kneeoa.engine.grade import grade_volume
+    from kneeoa.errors import ConfigError
+    from kneeoa.progress import Progress, emit
+    from kneeoa.utils.atomic import atomic_write_text
+
+    result_path = Path(args.result_json)
+    inputs = [Path(p).resolve() for p in (args.image, args.mask) if p]
+    for out in (result_path, Path(args.saliency_out) if args.saliency_out else None):
+        if out is None:
+            continue
+        if out.resolve() in inputs:
+            raise ConfigError("output would overwrite an input", out)
+        if out.exists() and not args.overwrite:
+            raise ConfigError("output exists; pass --overwrite to replace it", out)
+    steps = 3 + bool(args.saliency_out or args.mask) + bool(args.mask)
+    with Progress("grade", total=steps, unit="step") as bar:
+        def step(message: str) -> None:
+            bar.update(1, stage=message)
+
+        result = grade_volume(args.image, args.checkpoint, mask_path=args.mask, saliency_path=args.saliency_out,
+                              saliency_method=args.saliency_method, target=args.target, device=args.device,
+                              step=step)
+    atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
+    emit("result", **result)
+    return 0

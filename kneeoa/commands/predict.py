@@ -1,0 +1,36 @@
+"""`kneeoa predict`: a checkpoint on a labelled split -> published per-subject CSV, metrics CSV, embeddings."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="evaluate a checkpoint on a labelled split (CSV + metrics)",
+                              description="Per-subject predictions in the paper's format, a metrics CSV and "
+                                          "optionally the embeddings (train + the split) for the latent analysis.")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
+    p.add_argument("--data", required=True, help="cohort root")
+    p.add_argument("--labels", help="labels table for a generic folder")
+    p.add_argument("--split", default="test", help="split to predict (default: test)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--embeddings", action="store_true", help="also write <name>_embeddings.npz")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--cache-dir", help="folder for preprocessed tensors (reused across models)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from kneeoa.engine.predict import predict
+
+    result = predict(args.checkpoint, args.data, args.out, split=args.split, embeddings=args.embeddings,
+                     labels=args.labels, device=args.device, batch_size=args.batch_size, workers=args.workers,
+                     cache_dir=args.cache_dir, overwrite=args.overwrite)
+    metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result["metrics"].items())
+    print(f"{result['predictions']}\n{metrics}", file=sys.stderr)
+    return 0

@@ -1,0 +1,41 @@
+"""`kneeoa score`: batch-score a cohort folder into a CSV (resumable, shardable, bad volumes recorded)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "score", help="score every volume of a folder into a CSV (resumable, shardable)",
+        description="One row per volume: status, OA probability, KL probabilities, predicted and hierarchy-"
+                    "consistent KL. Unreadable volumes become error rows and the job goes on. Under torchrun "
+                    "every rank scores its share into the same table.")
+    p.add_argument("folder", help="cohort folder (NIfTI, NRRD, MHA files or DICOM series folders)")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
+    p.add_argument("--out", required=True, help="scores table (.csv)")
+    p.add_argument("--saliency", metavar="DIR", help="also write <case_id>_saliency.nii.gz maps here")
+    p.add_argument("--saliency-method", default="smoothgrad",
+                   choices=["smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion"])
+    p.add_argument("--target", default="auto", help="saliency target: auto, kl, oa or a KL grade 0-4")
+    p.add_argument("--resume", action="store_true", help="skip cases already in the table")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    p.add_argument("--shard", metavar="I/N", help="score every N-th case starting at I (0-based), e.g. 0/4")
+    p.add_argument("--workers", type=int, default=1, help="loader processes reading + preprocessing (default 1)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from kneeoa.engine.score import score_folder
+
+    result = score_folder(args.folder, args.checkpoint, args.out, saliency_dir=args.saliency, resume=args.resume,
+                          overwrite=args.overwrite, shard=args.shard, workers=args.workers,
+                          batch_size=args.batch_size, device=args.device, saliency_method=args.saliency_method,
+                          target=args.target)
+    print(f"{result['out_csv']}: {result['scored']} scored, {result['errors']} failed, "
+          f"{result['skipped']} already done", file=sys.stderr)
+    return 0

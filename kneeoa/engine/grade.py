@@ -1,0 +1,92 @@
+"""Grade one volume: the engine behind `kneeoa grade`, `score_volume` and the KneeOAGrading Slicer module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kneeoa.errors import ConfigError
+
+MASK_LABELS = (0, 1, 2, 3, 4, 5)  # OAI-ZIB-CM: bg, femur, femoral cart., tibia, medial/lateral tibial cart.
+
+
+def plain(obj: Any) -> Any:
+    """numpy/torch scalars and arrays -> JSON-ready Python values (recursively)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return plain(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _same_file(a: str | Path, b: str | Path | None) -> bool:
+    return b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str | Path | None = None,
+                 saliency_path: str | Path | None = None, saliency_method: str = "smoothgrad",
+                 target: str = "auto", device: str = "auto",
+                 step: Callable[[str], None] | None = None) -> dict:
+    """Probabilities + decisions for one volume; saliency written when asked; overlap when a mask is given.
+
+    Keys: kl_probs (list[5]|None), oa_prob, oa_prob_from_kl, pred_kl, pred_oa, consistent_kl, heads_agree,
+    saliency_path, saliency_target, overlap, card, image_path, device.
+    """
+    from kneeoa.data.preprocess import preprocess_volume
+    from kneeoa.data.volume import check_labels, check_same_grid, read_volume, write_nifti
+    from kneeoa.engine.devices import oom_guard, resolve_device
+    from kneeoa.engine.inference import batch_outputs, decisions, input_shape_of, load_model
+
+    say = step or (lambda _msg: None)
+    if saliency_path is not None and (_same_file(saliency_path, image_path) or _same_file(saliency_path, mask_path)):
+        raise ConfigError("the saliency output would overwrite an input", saliency_path)
+    say("loading model")
+    dev = resolve_device(device)
+    model, card = load_model(checkpoint, dev)
+    shape = input_shape_of(model, card)
+    say("reading image")
+    image = read_volume(image_path)
+    mask = None
+    if mask_path is not None:
+        mask = read_volume(mask_path, is_label=True)
+        check_same_grid(image, mask)
+        check_labels(mask, MASK_LABELS)
+    say("predicting")
+    x = preprocess_volume(image, shape)[None].to(dev)
+    with oom_guard(dev, "grading"):
+        out = batch_outputs(model, x)
+    dec = decisions(out["kl_probs"], out["oa_prob"])
+    has_kl = out["kl_probs"] is not None
+    result: dict[str, Any] = {
+        "image_path": str(image_path),
+        "kl_probs": out["kl_probs"][0].tolist() if has_kl else None,
+        "oa_prob": float(out["oa_prob"][0]),
+        "oa_prob_from_kl": float(out["oa_prob_from_kl"][0]) if out["oa_prob_from_kl"] is not None else None,
+        "pred_kl": int(dec["pred_kl"][0]) if has_kl else None,
+        "pred_oa": int(dec["pred_oa"][0]),
+        "consistent_kl": int(dec["consistent_kl"][0]) if has_kl else None,
+        "heads_agree": bool(dec["heads_agree"][0]) if has_kl else None,
+        "saliency_path": None, "saliency_target": None, "overlap": None,
+        "card": card, "device": str(dev),
+    }
+    if saliency_path is not None or mask is not None:
+        from kneeoa.analysis.saliency import explain
+
+        say(f"saliency ({saliency_method})")
+        with oom_guard(dev, "saliency"):
+            smap = explain(model, image, method=saliency_method, target=target, input_shape=shape)
+        result["saliency_target"] = {"head": smap.head, "index": int(smap.index)}
+        if saliency_path is not None:
+            write_nifti(saliency_path, smap.volume.array, smap.volume.affine)
+            result["saliency_path"] = str(saliency_path)
+        if mask is not None:
+            from kneeoa.analysis.overlap import saliency_overlap
+
+            say("cartilage overlap")
+            result["overlap"] = saliency_overlap(smap.volume.array, mask.array)
+    return plain(result)

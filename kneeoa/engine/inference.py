@@ -1,0 +1,114 @@
+"""Batched inference shared by evaluation, `predict` and `score`: model outputs -> numpy probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneeoa.hierarchy import consistent_kl, oa_from_kl
+
+
+def load_model(checkpoint: str | Path, device: Any) -> tuple[Any, dict]:
+    """(model in eval mode on `device`, model card) from a checkpoint (never unpickles)."""
+    from kneeoa.models.checkpoint import load_checkpoint
+
+    model, card = load_checkpoint(checkpoint, device="cpu")
+    return model.to(device).eval(), card
+
+
+def input_shape_of(model: Any, card: dict) -> tuple[int, int, int]:
+    """The model input (D, H, W): the card's preprocessing block, else the model spec."""
+    shape = (card.get("preprocessing") or {}).get("input_shape") or model.spec.input_shape
+    return tuple(int(s) for s in shape)
+
+
+def batch_outputs(model: Any, x: Any, amp_ctx: Any = None) -> dict[str, np.ndarray | None]:
+    """One forward pass -> {'kl_probs' (B,5)|None, 'oa_prob' (B,), 'oa_prob_from_kl' (B,)|None, 'embedding' (B,E)}."""
+    import contextlib
+
+    import torch
+
+    from kneeoa.models.heads import probabilities
+
+    with torch.no_grad(), (amp_ctx or contextlib.nullcontext()):
+        out = model(x)
+        probs = probabilities(out)
+
+    def np_or_none(t: Any) -> np.ndarray | None:
+        return None if t is None else t.detach().float().cpu().numpy().astype(np.float64)
+
+    return {"kl_probs": np_or_none(probs.get("kl_probs")), "oa_prob": np_or_none(probs["oa_prob"]).reshape(-1),
+            "oa_prob_from_kl": np_or_none(probs.get("oa_prob_from_kl")),
+            "embedding": np_or_none(out.embedding)}
+
+
+def decisions(kl_probs: np.ndarray | None, oa_prob: np.ndarray) -> dict[str, np.ndarray | None]:
+    """pred_oa (p >= 0.5), pred_kl (argmax), the hierarchy-consistent KL and whether the heads agree."""
+    from kneeoa.hierarchy import OA_DECISION
+
+    pred_oa = (np.asarray(oa_prob) >= OA_DECISION).astype(int)
+    if kl_probs is None:
+        return {"pred_oa": pred_oa, "pred_kl": None, "consistent_kl": None, "heads_agree": None}
+    pred_kl = np.asarray(kl_probs).argmax(-1)
+    return {"pred_oa": pred_oa, "pred_kl": pred_kl, "consistent_kl": np.asarray(consistent_kl(kl_probs, oa_prob)),
+            "heads_agree": oa_from_kl(pred_kl) == pred_oa}
+
+
+def predict_loader(model: Any, loader: Iterable[dict], device: Any, amp_ctx_factory: Any = None,
+                   channels_last: bool = False) -> Iterator[tuple[dict, dict]]:
+    """Yield (batch, outputs) for each batch of a CohortDataset-style loader."""
+    import torch
+
+    for batch in loader:
+        x = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        yield batch, batch_outputs(model, x, amp_ctx_factory() if amp_ctx_factory else None)
+
+
+def predict_cases(model: Any, cases: list, input_shape: tuple[int, int, int], device: Any, batch_size: int = 2,
+                  workers: int = 0, cache_dir: str | Path | None = None, amp: str = "none") -> dict[str, Any]:
+    """Run a model over cohort cases; arrays in case order plus 'case_id', 'kl' (-1 unknown), 'oa'."""
+    from torch.utils.data import DataLoader
+
+    from kneeoa.data.preprocess import CohortDataset
+    from kneeoa.engine.devices import autocast, oom_guard
+
+    dataset = CohortDataset(cases, tuple(input_shape), cache_dir=cache_dir)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    parts: dict[str, list] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with oom_guard(device, "inference", batch_size):
+            for batch, outputs in predict_loader(model, loader, device, lambda: autocast(device, amp)):
+                parts.setdefault("case_id", []).extend(batch["case_id"])
+                parts.setdefault("kl", []).append(batch["kl"].numpy())
+                parts.setdefault("oa", []).append(batch["oa"].numpy())
+                for key, value in outputs.items():
+                    if value is not None:
+                        parts.setdefault(key, []).append(value)
+    finally:
+        model.train(was_training)
+    result: dict[str, Any] = {"case_id": list(parts.get("case_id", []))}
+    for key in ("kl", "oa", "kl_probs", "oa_prob", "oa_prob_from_kl", "embedding"):
+        result[key] = np.concatenate(parts[key]) if key in parts else None
+    return result
+
+
+def evaluation_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """OA metrics (every variant) and KL metrics (KL heads) over the graded cases of a predict_cases result."""
+    from kneeoa.analysis.metrics import kl_metrics, oa_metrics
+
+    graded = result["kl"] >= 0
+    metrics: dict[str, float] = {"n": int(graded.sum())}
+    if not graded.any():
+        return metrics
+    metrics.update(oa_metrics(oa_from_kl(result["kl"][graded]), result["oa_prob"][graded]))
+    if result.get("kl_probs") is not None:
+        metrics.update(kl_metrics(result["kl"][graded], result["kl_probs"][graded]))
+    return {k: (float(v) if not isinstance(v, int) else v) for k, v in metrics.items()}

@@ -1,0 +1,40 @@
+"""Join shard score tables into one: every case once (an ok row beats an error row), in natural case-id order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kneeoa.engine.score_io import natural_key, read_scores, write_scores
+from kneeoa.errors import ConfigError, InputError
+
+
+def merge_tables(out_csv: str | Path, parts: list[str | Path], overwrite: bool = False) -> dict:
+    """Merge score tables; returns {'out_csv', 'rows', 'duplicates', 'errors'}. Inputs are never overwritten."""
+    out_csv = Path(out_csv)
+    if not parts:
+        raise ConfigError("merge needs at least one table")
+    resolved = {Path(p).resolve() for p in parts}
+    if out_csv.resolve() in resolved:
+        raise ConfigError("the merged table would overwrite one of its inputs", out_csv)
+    if out_csv.exists() and not overwrite:
+        raise ConfigError("output exists; pass --overwrite to replace it", out_csv)
+    if out_csv.suffix.lower() != ".csv":
+        raise ConfigError("the merged table must be a .csv file", out_csv)
+    best: dict[str, dict] = {}
+    duplicates = 0
+    for part in parts:
+        part = Path(part)
+        if not part.is_file():
+            raise InputError("score table not found", part)
+        for row in read_scores(part):
+            case_id = row["case_id"]
+            if case_id in best:
+                duplicates += 1
+                # a case scored twice (overlapping shards, a re-run): keep a success over a failure
+                if best[case_id]["status"] == "ok" or row["status"] != "ok":
+                    continue
+            best[case_id] = row
+    rows = [best[k] for k in sorted(best, key=natural_key)]
+    write_scores(out_csv, rows)
+    return {"out_csv": out_csv, "rows": len(rows), "duplicates": duplicates,
+            "errors": sum(r["status"] != "ok" for r in rows)}

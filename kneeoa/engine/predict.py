@@ -1,0 +1,131 @@
+"""Evaluation of a checkpoint on a labelled split: the published per-subject CSV, a metrics CSV, embeddings.
+
+Files in OUT (name = `<backbone>_<variant>` with underscores, e.g. `resnet3d_single_kl`), as in the paper's
+`results/` folder:
+    <name>_preds.csv       CMT_ID,img_path,label_kl,pred_kl,label_oa,prob_oa,pred_oa,prob_oa_from_kl,prob_kl_0..4
+                           (Single-OA: CMT_ID,img_path,label_kl,label_oa,prob_oa,pred_oa)
+    <name>_metrics.csv     one row: oa_auc, oa_acc, oa_f1 (+ kl_acc, kl_macro_f1, kl_macro_auc, kl_qwk, kl_bal_acc)
+    <name>_embeddings.npz  with embeddings=True: train_/test_ embedding, kl, case_id (+ true_severity), name
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneeoa.errors import ConfigError, InputError
+
+KL_COLUMNS = ["pred_kl", "prob_oa_from_kl", *[f"prob_kl_{g}" for g in range(5)]]
+
+
+def model_name(card_or_spec: dict) -> str:
+    """`<backbone>_<variant>` with underscores, e.g. 'm3t_single_oa'."""
+    spec = card_or_spec.get("spec", card_or_spec)
+    return f"{spec['backbone']}_{spec['variant']}".replace("-", "_")
+
+
+def pred_columns(variant: str) -> list[str]:
+    """The published column order; Single-OA files have no KL columns."""
+    cols = ["CMT_ID", "img_path", "label_kl", "pred_kl", "label_oa", "prob_oa", "pred_oa", "prob_oa_from_kl",
+            *[f"prob_kl_{g}" for g in range(5)]]
+    return [c for c in cols if c not in KL_COLUMNS] if variant == "single-oa" else cols
+
+
+def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split: str = "test",
+            embeddings: bool = False, labels: str | Path | None = None, device: str = "auto", batch_size: int = 2,
+            workers: int = 0, cache_dir: str | Path | None = None, overwrite: bool = False) -> dict:
+    """Predict the graded cases of `split`; returns {'predictions', 'metrics_csv', 'metrics', 'embeddings'}."""
+    from kneeoa.data.cohort import load_cohort
+    from kneeoa.data.tables import write_table
+    from kneeoa.engine.devices import resolve_device
+    from kneeoa.engine.inference import evaluation_metrics, input_shape_of, load_model, predict_cases
+
+    out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    model, card = load_model(checkpoint, dev)
+    name = model_name(card)
+    variant = card["spec"]["variant"]
+    paths = {"predictions": out_dir / f"{name}_preds.csv", "metrics_csv": out_dir / f"{name}_metrics.csv",
+             "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None}
+    _refuse_clobber([p for p in paths.values() if p is not None], overwrite)
+    cohort = load_cohort(data, labels=labels)
+    cases = cohort.split(split)
+    if not cases:
+        raise InputError(f"no graded cases in split {split!r}", data)
+    shape = input_shape_of(model, card)
+    result = predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir)
+    rows = _pred_rows(cases, result, variant)
+    write_table(paths["predictions"], rows, pred_columns(variant))
+    metrics = evaluation_metrics(result)
+    write_table(paths["metrics_csv"], [{"model": name, "split": split, **metrics}],
+                ["model", "split", *metrics.keys()])
+    if embeddings:
+        train_cases = cohort.split("train") if split != "train" else cases
+        train_result = predict_cases(model, train_cases, shape, dev, batch_size, workers, cache_dir)
+        write_embeddings(paths["embeddings"], name, {"train": (train_cases, train_result), split: (cases, result)})
+    return {**{k: v for k, v in paths.items()}, "metrics": metrics, "n": len(cases)}
+
+
+def _refuse_clobber(paths: list[Path], overwrite: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError("output exists; pass --overwrite to replace it", existing[0])
+
+
+def _cmt_id(case: Any) -> Any:
+    return case.cmt_id if getattr(case, "cmt_id", None) is not None else case.case_id
+
+
+def _pred_rows(cases: list, result: dict, variant: str) -> list[dict]:
+    from kneeoa.engine.inference import decisions
+    from kneeoa.hierarchy import oa_from_kl
+
+    by_id = {c.case_id: c for c in cases}
+    dec = decisions(result["kl_probs"], result["oa_prob"])
+    rows = []
+    for i, case_id in enumerate(result["case_id"]):
+        case = by_id[case_id]
+        kl = int(result["kl"][i])
+        row = {"CMT_ID": _cmt_id(case), "img_path": str(case.image), "label_kl": kl if kl >= 0 else "",
+               "label_oa": int(oa_from_kl(kl)) if kl >= 0 else "", "prob_oa": float(result["oa_prob"][i]),
+               "pred_oa": int(dec["pred_oa"][i])}
+        if variant != "single-oa":
+            row["pred_kl"] = int(dec["pred_kl"][i])
+            row["prob_oa_from_kl"] = float(result["oa_prob_from_kl"][i])
+            row.update({f"prob_kl_{g}": float(result["kl_probs"][i, g]) for g in range(5)})
+        rows.append(row)
+    return rows
+
+
+def _true_severity(cases: list) -> np.ndarray | None:
+    values = []
+    for case in cases:
+        raw = (case.extra or {}).get("TrueSeverity")
+        try:
+            values.append(float(raw))
+        except (TypeError, ValueError):
+            values.append(np.nan)
+    array = np.asarray(values, dtype=np.float64)
+    return None if np.isnan(array).all() else array
+
+
+def write_embeddings(path: Path, name: str, parts: dict[str, tuple[list, dict]]) -> Path:
+    """The latent-analysis contract: <split>_embedding, _kl, _case_id (+ _true_severity), and `name`."""
+    from kneeoa.utils.atomic import atomic_path
+
+    arrays: dict[str, np.ndarray] = {"name": np.array(name)}
+    for split, (cases, result) in parts.items():
+        by_id = {c.case_id: c for c in cases}
+        ordered = [by_id[i] for i in result["case_id"]]
+        arrays[f"{split}_embedding"] = result["embedding"].astype(np.float32)
+        arrays[f"{split}_kl"] = result["kl"].astype(np.int64)
+        # a fixed-width unicode array, so np.load works without allow_pickle
+        arrays[f"{split}_case_id"] = np.array(result["case_id"], dtype=str)
+        severity = _true_severity(ordered)
+        if severity is not None:
+            arrays[f"{split}_true_severity"] = severity
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path

@@ -1,0 +1,107 @@
+"""A training run is a directory:
+
+    RUN/config.yaml                       resolved config (preset + overrides)
+    RUN/checkpoints/last.safetensors      weights + model card of the last complete epoch
+    RUN/checkpoints/trainer_state.safetensors   weights + optimizer + RNG + epoch, for --resume (no pickle)
+    RUN/metrics.jsonl                     one JSON line per epoch (loss, lr, time, loader wait, compute, ...)
+    RUN/test_metrics.json                 metrics of the last epoch on the test split
+    RUN/train.log                         human-readable log
+    RUN/cache/                            preprocessed tensors (unless a shared cache_dir is configured)
+    RUN/tensorboard/                      with --tensorboard
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from kneeoa.errors import ConfigError
+from kneeoa.utils.atomic import append_line, atomic_write_text
+
+# every file or folder a run writes; --overwrite removes exactly these, never anything else in the folder
+RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "test_metrics.json", "train.log", "tensorboard",
+               "cache")
+
+
+class RunDir:
+    """Paths and bookkeeping of one training run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"
+        self.checkpoints = self.root / "checkpoints"
+        self.last = self.checkpoints / "last.safetensors"
+        self.state = self.checkpoints / "trainer_state.safetensors"
+        self.metrics = self.root / "metrics.jsonl"
+        self.test_metrics = self.root / "test_metrics.json"
+        self.log_file = self.root / "train.log"
+        self.cache = self.root / "cache"
+        self.tensorboard = self.root / "tensorboard"
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def state_meta(self) -> dict | None:
+        """The trainer state's JSON (epoch, finished) or None when no epoch has completed."""
+        if not self.state.is_file():
+            return None
+        from kneeoa.engine.state import read_trainer_meta
+
+        return read_trainer_meta(self.state)
+
+    def decide(self, resume: bool, overwrite: bool) -> str:
+        """'new' or 'resume' — or a ConfigError when the folder holds a run (or other files) we must not clobber."""
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError("run directory path is a file", self.root)
+        if overwrite:
+            return "new"
+        if self.is_run():
+            if resume:
+                return "resume"
+            meta = self.state_meta()
+            what = "a finished run" if meta and meta.get("finished") else "an unfinished run"
+            raise ConfigError(f"already holds {what}; pass --resume to continue it or --overwrite to replace it",
+                              self.root)
+        if self.root.is_dir() and any(p.name not in RUN_ENTRIES for p in self.root.iterdir()):
+            raise ConfigError("folder exists and is not a KneeOA run (choose an empty or new --out)", self.root)
+        return "new"
+
+    def clear(self) -> None:
+        """Remove this run's own outputs (for --overwrite); other files in the folder stay."""
+        for name in RUN_ENTRIES:
+            if name == "cache":
+                continue  # preprocessed tensors stay valid whatever the model; keeping them saves the decode
+            path = self.root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    def log(self, message: str) -> None:
+        """Append a timestamped line to train.log."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        append_line(self.log_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+
+    def append_metrics(self, row: dict) -> None:
+        append_line(self.metrics, json.dumps(row, default=float))
+
+    def read_metrics(self) -> list[dict]:
+        """Epoch rows of metrics.jsonl (an unparsable tail line from a hard kill is skipped)."""
+        if not self.metrics.is_file():
+            return []
+        rows = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """Keep the lines of completed epochs only (a kill between checkpoint and log, or after, leaves extras)."""
+        rows = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epochs_done]
+        atomic_write_text(self.metrics, "".join(json.dumps(r, default=float) + "\n" for r in rows))

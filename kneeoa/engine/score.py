@@ -1,0 +1,211 @@
+"""Batch scoring of an unlabelled cohort folder, and grading of one volume (what the Slicer module runs).
+
+`score_folder` streams the folder through a DataLoader (workers read + preprocess while the model runs),
+appends one complete CSV row per volume as soon as it is scored, records unreadable volumes as error
+rows and goes on; memory stays flat however long the cohort. `resume=True` skips case ids already in the
+table; `shard=(i, n)` (or torchrun's RANK/WORLD_SIZE) scores every n-th case; `kneeoa merge` joins shards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kneeoa.engine.score_io import ensure_header, format_row, natural_key, read_scores
+from kneeoa.errors import ConfigError, InputError, KneeOAError
+
+
+class ScoreDataset:
+    """(case_id, path) items -> {'case_id', 'path', 'image' (1,D,H,W) or None, 'error'}; never raises on bad data."""
+
+    def __init__(self, items: list[tuple[str, str]], input_shape: tuple[int, int, int]):
+        self.items = list(items)
+        self.input_shape = tuple(input_shape)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        from kneeoa.data.preprocess import preprocess_volume
+        from kneeoa.data.volume import read_volume
+
+        case_id, path = self.items[index]
+        try:
+            image = preprocess_volume(read_volume(path), self.input_shape)
+            return {"case_id": case_id, "path": path, "image": image, "error": ""}
+        except KneeOAError as err:
+            return {"case_id": case_id, "path": path, "image": None, "error": str(err)}
+        except Exception as err:  # a batch job records any per-case failure and goes on
+            return {"case_id": case_id, "path": path, "image": None, "error": f"{type(err).__name__}: {err}"}
+
+
+def collate_items(items: list[dict]) -> list[dict]:
+    """Keep items as a list: failed reads carry no tensor (module-level so worker processes can pickle it)."""
+    return items
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """'i/n' or (i, n) -> (i, n) with 0 <= i < n; None when not sharding."""
+    if shard is None or shard == "":
+        return None
+    if isinstance(shard, str):
+        try:
+            i, n = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    else:
+        i, n = (int(v) for v in shard)
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {i}/{n}: need 0 <= i < n")
+    return i, n
+
+
+def list_cases(folder: str | Path) -> list[tuple[str, str]]:
+    """Every volume of a cohort folder as (case_id, path), in natural case-id order (all splits, graded or not)."""
+    from kneeoa.data.cohort import load_cohort
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("not a folder", folder)
+    cohort = load_cohort(folder)
+    items = sorted(((c.case_id, str(c.image)) for c in cohort.cases), key=lambda item: natural_key(item[0]))
+    if not items:
+        raise InputError("no volumes found (.nii, .nii.gz, .nrrd, .mha, .mhd or DICOM series folders)", folder)
+    return items
+
+
+def _check_outputs(out_csv: Path, saliency_dir: Path | None, items: list[tuple[str, str]]) -> None:
+    """Outputs never overwrite inputs."""
+    if out_csv.suffix.lower() != ".csv":
+        raise ConfigError("the scores table must be a .csv file", out_csv)
+    inputs = {Path(p).resolve() for _, p in items}
+    if out_csv.resolve() in inputs:
+        raise ConfigError("the scores table would overwrite an input volume", out_csv)
+    if saliency_dir is not None:
+        clash = [p for cid, _ in items if (p := saliency_path_for(saliency_dir, cid).resolve()) in inputs]
+        if clash:
+            raise ConfigError("a saliency output would overwrite an input volume; choose another --saliency folder",
+                              clash[0])
+
+
+def saliency_path_for(saliency_dir: Path, case_id: str) -> Path:
+    return Path(saliency_dir) / f"{case_id}_saliency.nii.gz"
+
+
+def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path,
+                 saliency_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+                 shard: str | tuple[int, int] | None = None, workers: int = 0, batch_size: int = 1,
+                 device: str = "auto", saliency_method: str = "smoothgrad", target: str = "auto") -> dict:
+    """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total'}."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from kneeoa.engine.devices import oom_guard, resolve_device
+    from kneeoa.engine.distributed import env_rank
+    from kneeoa.engine.inference import input_shape_of, load_model
+    from kneeoa.progress import Progress
+    from kneeoa.utils.atomic import append_line
+
+    out_csv = Path(out_csv)
+    saliency_dir = Path(saliency_dir) if saliency_dir is not None else None
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    shard_ = parse_shard(shard)
+    if shard_ is None and env_rank()[1] > 1:
+        shard_ = (env_rank()[0], env_rank()[1])  # torchrun: every rank takes its share of the cohort
+    items = list_cases(folder)
+    _check_outputs(out_csv, saliency_dir, items)
+    total = len(items)
+    if shard_ is not None:
+        items = [item for k, item in enumerate(items) if k % shard_[1] == shard_[0]]
+    done: set[str] = set()
+    if out_csv.exists():
+        if resume:
+            _drop_partial_tail(out_csv)
+            done = {row["case_id"] for row in read_scores(out_csv)}
+        elif overwrite:
+            out_csv.unlink()
+        else:
+            raise ConfigError("scores table exists; pass --resume to continue it or --overwrite to replace it",
+                              out_csv)
+    todo = [item for item in items if item[0] not in done]
+    dev = resolve_device(device)
+    model, card = load_model(checkpoint, dev)
+    shape = input_shape_of(model, card)
+    ensure_header(out_csv)
+    if saliency_dir is not None:
+        saliency_dir.mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(ScoreDataset(todo, shape), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_items, pin_memory=dev.type == "cuda",
+                        prefetch_factor=4 if workers > 0 else None)
+    counts = {"scored": 0, "errors": 0}
+    with Progress("score", total=len(todo), unit="volume") as bar:
+        for batch in loader:
+            good = [item for item in batch if item["image"] is not None]
+            results: dict[str, dict] = {}
+            if good:
+                x = torch.stack([item["image"] for item in good]).to(dev, non_blocking=True)
+                with oom_guard(dev, "scoring", batch_size):
+                    results = _predict_rows(model, x, [item["case_id"] for item in good])
+            for item in batch:
+                row = {"case_id": item["case_id"], "path": item["path"]}
+                if item["image"] is None:
+                    row.update(status="error", error=item["error"])
+                else:
+                    row.update(status="ok", error="", **results[item["case_id"]])
+                    if saliency_dir is not None:
+                        _add_saliency(row, model, shape, saliency_dir, saliency_method, target)
+                append_line(out_csv, format_row(row))
+                counts["errors" if row["status"] == "error" else "scored"] += 1
+                bar.update(1, status=row["status"])
+    return {"out_csv": out_csv, **counts, "skipped": len(items) - len(todo), "total": total,
+            "shard": shard_}
+
+
+def _drop_partial_tail(path: Path) -> None:
+    """A hard kill during a write may leave a line without its newline: cut it so no row is glued to it."""
+    from kneeoa.utils.atomic import atomic_write_bytes
+
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+
+
+def _predict_rows(model: Any, x: Any, case_ids: list[str]) -> dict[str, dict]:
+    from kneeoa.engine.inference import batch_outputs, decisions
+
+    out = batch_outputs(model, x)
+    dec = decisions(out["kl_probs"], out["oa_prob"])
+    rows = {}
+    for i, case_id in enumerate(case_ids):
+        row: dict[str, Any] = {"oa_prob": float(out["oa_prob"][i]), "pred_oa": int(dec["pred_oa"][i])}
+        if out["kl_probs"] is not None:
+            row.update({f"kl_prob_{g}": float(out["kl_probs"][i, g]) for g in range(5)})
+            row.update(pred_kl=int(dec["pred_kl"][i]), consistent_kl=int(dec["consistent_kl"][i]),
+                       heads_agree=bool(dec["heads_agree"][i]))
+        rows[case_id] = row
+    return rows
+
+
+def _add_saliency(row: dict, model: Any, shape: tuple, saliency_dir: Path, method: str, target: str) -> None:
+    from kneeoa.analysis.saliency import compute_saliency
+    from kneeoa.data.volume import read_volume, write_nifti
+
+    path = saliency_path_for(saliency_dir, row["case_id"])
+    try:
+        saliency = compute_saliency(model, read_volume(row["path"]), method=method, target=target, input_shape=shape)
+        write_nifti(path, saliency.array, saliency.affine)
+        row["saliency_path"] = str(path)
+    except KneeOAError as err:
+        row.update(status="error", error=f"saliency: {err}")
+    except Exception as err:  # the prediction stands; the row says what failed
+        row.update(status="error", error=f"saliency: {type(err).__name__}: {err}")
+
+
+def score_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str | Path | None = None,
+                 saliency_path: str | Path | None = None, saliency_method: str = "smoothgrad",
+                 target: str = "auto", device: str = "auto") -> dict:
+    """Grade one volume: probabilities, decisions, optional saliency file and cartilage overlap, model card."""
+    from kneeoa.engine.grade import grade_volume
+
+    return grade_volume(image_path, checkpoint, mask_path, saliency_path, saliency_method, target, device)

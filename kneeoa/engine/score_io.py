@@ -1,0 +1,98 @@
+"""The scores table: one CSV row per volume, appended as one complete line (safe to interrupt, safe to share).
+
+Several processes (shards, torchrun ranks) may append to the same file: the header is created with an
+atomic link (only the first process wins) and every row is a single O_APPEND write. A reader skips a row
+that a hard kill could have cut short, so `--resume` never trusts half a line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from kneeoa.errors import InputError
+
+SCORE_COLUMNS = ["case_id", "path", "status", "error", "oa_prob", *[f"kl_prob_{g}" for g in range(5)],
+                 "pred_kl", "pred_oa", "consistent_kl", "heads_agree", "saliency_path"]
+
+
+def _line(values: list) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
+def format_row(row: dict) -> str:
+    """One CSV line (with newline) in SCORE_COLUMNS order; floats with 8 significant digits."""
+    values = []
+    for col in SCORE_COLUMNS:
+        value = row.get(col)
+        if value is None:
+            values.append("")
+        elif isinstance(value, bool):
+            values.append("1" if value else "0")
+        elif isinstance(value, float):
+            values.append(f"{value:.8g}")
+        else:
+            # one physical line per case: messages never carry newlines into the table
+            values.append(" ".join(str(value).split()) if col == "error" else str(value))
+    return _line(values)
+
+
+def ensure_header(path: Path) -> None:
+    """Create `path` holding just the header unless it exists (atomic: concurrent creators cannot race)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(_line(SCORE_COLUMNS))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+
+
+def read_scores(path: str | Path) -> list[dict]:
+    """The complete rows of a scores table (rows of the wrong width — a cut-off line — are skipped)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read the scores table ({err.strerror})", path) from None
+    except UnicodeDecodeError:
+        raise InputError("scores table is not UTF-8 text", path) from None
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]  # a hard kill mid-write: the last line is incomplete
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        return []
+    if header != SCORE_COLUMNS:
+        raise InputError(f"not a KneeOA scores table (header {header[:4]}...)", path)
+    return [dict(zip(header, values)) for values in reader if len(values) == len(header)]
+
+
+def write_scores(path: Path, rows: list[dict]) -> None:
+    """Write a whole table atomically (used by merge); values are written as they were read."""
+    from kneeoa.utils.atomic import atomic_write_text
+
+    text = _line(SCORE_COLUMNS) + "".join(_line([row.get(c, "") for c in SCORE_COLUMNS]) for row in rows)
+    atomic_write_text(path, text)
+
+
+def natural_key(case_id: str) -> tuple:
+    """Sort key: digits compare as numbers ('case_2' < 'case_10'), then the plain string breaks ties."""
+    import re
+
+    parts = re.split(r"(\d+)", case_id)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != ""), case_id
