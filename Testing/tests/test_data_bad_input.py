@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -131,9 +132,42 @@ def test_mask_with_non_integer_values(tmp_path):
     assert_input_error(path, "non-integer values", is_label=True)
 
 
-def test_corrupt_nrrd_header(tmp_path):
-    (tmp_path / "x.nrrd").write_bytes(b"NRRD0004\ntype: banana\ndimension: 3\n\n" + b"\0" * 64)
-    assert_input_error(tmp_path / "x.nrrd", "not a readable image header")
+NRRD_HEAD = b"NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4 4\nendian: little\nencoding: gzip\n\n"
+
+
+def test_nrrd_with_unknown_type(tmp_path):
+    (tmp_path / "x.nrrd").write_bytes(NRRD_HEAD.replace(b"float", b"banana") + b"\0" * 64)
+    assert_input_error(tmp_path / "x.nrrd", "unsupported NRRD type 'banana'")
+
+
+def test_nrrd_with_corrupt_compressed_data(tmp_path):
+    (tmp_path / "x.nrrd").write_bytes(NRRD_HEAD + b"\x1f\x8b" + b"\0" * 64)
+    assert_input_error(tmp_path / "x.nrrd", "cannot read image")
+
+
+def test_mha_holding_nrrd_bytes_is_not_read_as_nrrd(tmp_path):
+    write_volume(tmp_path / "x.nrrd", Volume(good_image(), np.eye(4)))
+    (tmp_path / "x.mha").write_bytes((tmp_path / "x.nrrd").read_bytes())
+    assert_input_error(tmp_path / "x.mha", "not a MetaImage header")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("NDims", "99999999999", "out of range"),  # this header crashed ITK with a segfault before our checks
+    ("NDims", "7", "7 dimensions"),
+    ("DimSize", "6 5", "DimSize has 2 values, expected 3"),
+    ("ElementSpacing", "1 0 1", "positive"),
+    ("TransformMatrix", "1 0 0 0 1 0 0 0 nan", "finite"),
+    ("ElementType", "MET_BANANA", "unknown MetaImage ElementType"),
+    ("ElementDataFile", "LIST", "multi-file"),
+])
+def test_mangled_metaimage_header(tmp_path, field, value, match):
+    import SimpleITK as sitk
+
+    path = tmp_path / "x.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(good_image((4, 5, 6))), str(path), useCompression=False)
+    data = re.sub(rf"{field} = [^\n]*".encode(), f"{field} = {value}".encode(), path.read_bytes(), count=1)
+    path.write_bytes(data)
+    assert_input_error(path, match)
 
 
 def test_2d_nrrd(tmp_path):

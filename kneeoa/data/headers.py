@@ -127,12 +127,24 @@ def itk_error(err: Exception) -> str:
     return text[:300]
 
 
+def itk_image_io(path: Path) -> str:
+    """The ITK reader for a suffix: never let ITK probe formats (a .mha holding NRRD bytes stays an error)."""
+    return "MetaImageIO" if path.suffix.lower() in (".mha", ".mhd") else "NrrdImageIO"
+
+
 def check_itk_header(path: Path) -> None:
     """Validate an NRRD/MHA/MHD header with ITK: readable, 3D (or 4D with one volume), plausible size."""
     import SimpleITK as sitk
 
+    from kneeoa.data import text_headers
+
+    if path.suffix.lower() in (".mha", ".mhd"):
+        text_headers.check_metaimage(path)
+    else:
+        text_headers.check_nrrd(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    reader.SetImageIO(itk_image_io(path))
     try:
         reader.ReadImageInformation()
     except Exception as err:

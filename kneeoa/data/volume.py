@@ -118,7 +118,7 @@ def _read_itk_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     _headers.check_itk_header(path)
     try:
-        image = sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path), imageIO=_headers.itk_image_io(path))
         return _itk_to_array_affine(image)
     except Exception as err:  # ITK raises RuntimeError with a C++ trace; keep only the gist
         raise InputError(f"cannot read image: {_short(err)}", path) from None
