@@ -1,0 +1,79 @@
+"""Dependency check and install plan for Slicer (torch only via the PyTorch extension, never pip)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from kneeoa.slicer import deps
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pyproject_dependencies() -> list[str]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - CI runs 3.11+
+        tomllib = pytest.importorskip("tomli")
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [re.sub(r"\s+", "", d) for d in data["project"]["dependencies"]]
+
+
+def test_requirements_match_the_package_dependencies():
+    assert sorted([deps.TORCH_REQUIREMENT, *deps.REQUIREMENTS]) == sorted(_pyproject_dependencies())
+
+
+def test_version_tuple_ignores_local_and_pre_release_suffixes():
+    assert deps.version_tuple("2.13.0+cu126") == (2, 13, 0)
+    assert deps.version_tuple("1.26.4") == (1, 26, 4)
+    assert deps.version_tuple("2.0rc1") == (2, 0)
+
+
+def test_requirement_syntax_beyond_ge_and_eq_is_refused():
+    assert deps.split_requirement("numpy>=1.24") == ("numpy", ">=", "1.24")
+    assert deps.split_requirement("tqdm") == ("tqdm", None, None)
+    with pytest.raises(ValueError, match="unsupported requirement"):
+        deps.split_requirement("numpy<2; python_version<'3.9'")
+
+
+def test_everything_is_installed_in_the_test_environment():
+    report = deps.check()
+    assert report.ok and report.torch_version is not None and report.missing == []
+
+
+def test_missing_and_too_old_packages_are_reported():
+    report = deps.check(["numpy>=1.0", "numpy>=999", "surely-not-a-kneeoa-dependency>=1.0"])
+    assert report.missing == ["numpy>=999", "surely-not-a-kneeoa-dependency>=1.0"]
+
+
+def test_missing_torch_goes_through_the_pytorch_extension_not_pip():
+    report = deps.DependencyReport(torch_version=None, torch_ok=False, missing=["monai>=1.3", "captum>=0.7"])
+    plan = deps.install_plan(report)
+    assert plan.torch_step == "install"
+    assert not any(r.startswith("torch") for r in plan.pip_requirements)
+    assert "PyTorch extension" in plan.message and "monai>=1.3, captum>=0.7" in plan.message
+
+
+def test_pip_step_pins_the_installed_torch_with_a_constraints_file(tmp_path):
+    report = deps.DependencyReport(torch_version="2.13.0+cu126", torch_ok=True, missing=["monai>=1.3"])
+    plan = deps.install_plan(report)
+    constraints = tmp_path / "c.txt"
+    constraints.write_text(deps.constraints_text(report.torch_version))
+    assert plan.torch_step is None
+    assert plan.pip_args(constraints) == ["monai>=1.3", "--constraint", str(constraints)]
+    assert constraints.read_text() == "torch==2.13.0+cu126\n"
+
+
+def test_old_torch_is_upgraded_through_the_extension():
+    plan = deps.install_plan(deps.DependencyReport(torch_version="1.13.1", torch_ok=False))
+    assert plan.torch_step == "upgrade" and "found 1.13.1" in plan.message and plan.pip_requirements == []
+
+
+def test_device_note_explains_cpu_fallback():
+    assert deps.device_note("auto", cuda_available=True) is None
+    assert "No CUDA GPU found" in deps.device_note("auto", cuda_available=False)
+    assert "will fail" in deps.device_note("cuda", cuda_available=False)
+    assert "CPU (chosen)" in deps.device_note("cpu", cuda_available=True)

@@ -1,0 +1,155 @@
+"""Which Python packages KneeOA needs inside Slicer, which are missing, and how to install them.
+
+Standard library only (it runs before anything is installed). torch is special: it must come from
+Slicer's PyTorch extension (`PyTorchUtils`, which picks the CUDA build matching the driver), never
+from PyPI as a side effect. So the pip step runs only once torch is present, and pins the installed
+torch with a constraints file: monai, captum and mambapy depend on torch and would otherwise let pip
+replace it with a CPU wheel from PyPI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+TORCH_REQUIREMENT = "torch>=2.2"
+# The `kneeoa` package's dependencies other than torch (same as pyproject.toml; a test keeps them equal).
+REQUIREMENTS = (
+    "numpy>=1.24",
+    "scipy>=1.10",
+    "scikit-learn>=1.3",
+    "monai>=1.3",
+    "nibabel>=5.0",
+    "SimpleITK>=2.3",
+    "captum>=0.7",
+    "safetensors>=0.4",
+    "mambapy>=1.2",
+    "openpyxl>=3.1",
+    "matplotlib>=3.7",
+    "pyyaml>=6",
+    "tqdm>=4.60",
+)
+_REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*(?:(>=|==)\s*([0-9][0-9A-Za-z.\-+]*))?\s*$")
+
+
+def split_requirement(requirement: str) -> tuple[str, str | None, str | None]:
+    """'numpy>=1.24' -> ('numpy', '>=', '1.24'); only the `>=` and `==` forms KneeOA uses."""
+    match = _REQ.match(requirement)
+    if not match:
+        raise ValueError(f"unsupported requirement {requirement!r} (use name, name>=X or name==X)")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'2.13.0+cu126' -> (2, 13, 0): leading numeric parts only, enough for >= checks."""
+    parts = []
+    for piece in re.split(r"[.+\-]", version):
+        digits = re.match(r"\d+", piece)
+        if not digits:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+def installed_version(name: str) -> str | None:
+    """Version of an installed distribution (read from metadata, nothing is imported), or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def satisfied(requirement: str) -> bool:
+    """True if the requirement's distribution is installed in a matching version."""
+    name, op, wanted = split_requirement(requirement)
+    found = installed_version(name)
+    if found is None:
+        return False
+    if op is None:
+        return True
+    have, want = version_tuple(found), version_tuple(wanted or "0")
+    return have >= want if op == ">=" else have[: len(want)] == want
+
+
+@dataclass
+class DependencyReport:
+    """What is installed and what is missing (requirement strings, as pip takes them)."""
+
+    torch_version: str | None
+    torch_ok: bool
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.torch_ok and not self.missing
+
+
+def check(requirements: tuple[str, ...] | list[str] = REQUIREMENTS,
+          torch_requirement: str = TORCH_REQUIREMENT) -> DependencyReport:
+    """Check torch and the other requirements without importing any of them."""
+    torch_name = split_requirement(torch_requirement)[0]
+    return DependencyReport(torch_version=installed_version(torch_name), torch_ok=satisfied(torch_requirement),
+                            missing=[r for r in requirements if not satisfied(r)])
+
+
+@dataclass
+class InstallPlan:
+    """Steps to make the report ok, in order, with a message to show before asking the user."""
+
+    torch_step: str | None  # None, "install" or "upgrade" (both through the PyTorch extension)
+    pip_requirements: list[str]
+    message: str
+
+    def pip_args(self, constraints_file: str | Path | None = None) -> list[str]:
+        """Arguments for `pip install` (Slicer's `slicer.util.pip_install` accepts this list)."""
+        args = list(self.pip_requirements)
+        if constraints_file is not None:
+            args += ["--constraint", str(constraints_file)]
+        return args
+
+
+def install_plan(report: DependencyReport) -> InstallPlan:
+    """What to install and how, as a plan the user can read before agreeing."""
+    lines = []
+    torch_step = None
+    if not report.torch_ok:
+        torch_step = "upgrade" if report.torch_version else "install"
+        have = f" (found {report.torch_version})" if report.torch_version else ""
+        lines.append(f"PyTorch ({TORCH_REQUIREMENT}{have}) through the PyTorch extension (PyTorchUtils), "
+                     "which picks the build for your GPU driver.")
+    if report.missing:
+        lines.append("Python packages with pip: " + ", ".join(report.missing) + ".")
+        lines.append("The installed torch is pinned, so pip will not replace it.")
+    message = ("KneeOA needs:\n- " + "\n- ".join(lines)) if lines else "All KneeOA dependencies are installed."
+    return InstallPlan(torch_step=torch_step, pip_requirements=list(report.missing), message=message)
+
+
+def constraints_text(torch_version: str) -> str:
+    """A pip constraints file that keeps the installed torch ('torch==2.13.0+cu126')."""
+    return f"torch=={torch_version}\n"
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA GPU and driver are visible, checked without importing torch (fast, for the GUI)."""
+    if Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir()):
+        return True
+    return shutil.which("nvidia-smi") is not None or (os.name == "nt" and
+                                                      Path(os.environ.get("SystemRoot", "C:/Windows"),
+                                                           "System32", "nvidia-smi.exe").is_file())
+
+
+def device_note(device: str, cuda_available: bool | None = None) -> str | None:
+    """A note for the user when the model will run on the CPU; None when a GPU will be used."""
+    gpu = nvidia_gpu_present() if cuda_available is None else cuda_available
+    if device == "cpu":
+        return "Running on the CPU (chosen): slower than a GPU, mostly for the saliency map."
+    if gpu:
+        return None
+    if device == "cuda":
+        return ("No CUDA GPU was found, but device 'cuda' was chosen: the job will fail. "
+                "Choose 'auto' or 'cpu'.")
+    return "No CUDA GPU found: running on the CPU (slower than a GPU, mostly for the saliency map)."

@@ -1,0 +1,199 @@
+"""One grading run for Slicer: nodes -> temp NIfTI -> `kneeoa grade` (background process) -> result nodes.
+
+`prepare` writes the inputs and builds the command, `finish` turns the job's outputs into nodes and
+keeps them on the volume, `grade` does both around a blocking `Job` (console / self-test use; the
+widget runs the same `Job` asynchronously). Model, saliency and overlap are computed by `kneeoa`
+in the child process; here we only move data and draw.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kneeoa.errors import CheckpointError, JobError
+from kneeoa.slicer import jobs
+
+DEMO_CHECKPOINT = "demo_model.safetensors"
+SALIENCY_METHODS = ("smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion", "none")
+TARGETS = ("auto", "kl", "oa")
+DEVICES = ("auto", "cuda", "cpu")
+OWNED_ATTRIBUTE = "KneeOA.MadeByGrading"  # a node this module created (and may replace)
+
+
+def demo_checkpoint_candidates(module_file: str | Path) -> list[Path]:
+    """Where the bundled demo model lies: next to the installed module, or in a source checkout."""
+    module_dir = Path(module_file).resolve().parent
+    return [module_dir / "Resources" / DEMO_CHECKPOINT, module_dir.parent / "Resources" / DEMO_CHECKPOINT]
+
+
+def resolve_checkpoint(checkpoint: str | Path | None, module_file: str | Path) -> Path:
+    """The chosen checkpoint, or the bundled demo model; CheckpointError with a clear message if missing."""
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise CheckpointError("checkpoint file not found", path)
+        return path
+    for candidate in demo_checkpoint_candidates(module_file):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError("the bundled demo model is missing from this installation; choose a checkpoint "
+                          "(.safetensors written by `kneeoa train`) in 'Model checkpoint'",
+                          demo_checkpoint_candidates(module_file)[0])
+
+
+@dataclass
+class GradingOptions:
+    """What to run: checkpoint, saliency method ('none' = no map), target head, device."""
+
+    checkpoint: Path
+    saliency_method: str = "smoothgrad"
+    target: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("saliency method", self.saliency_method, SALIENCY_METHODS),
+                                     ("target", self.target, TARGETS), ("device", self.device, DEVICES)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+@dataclass
+class GradingFiles:
+    """The files of one run inside its work folder."""
+
+    work_dir: Path
+    image: Path
+    mask: Path | None
+    saliency: Path | None
+    result_json: Path
+
+
+@dataclass
+class GradingResult:
+    """A graded volume: the numbers of the result JSON and the nodes that show them."""
+
+    volume_node: Any
+    result: dict
+    saliency_node: Any = None
+    cartilage_node: Any = None
+    result_table_node: Any = None
+    kl_table_node: Any = None
+    kl_chart_node: Any = None
+    events: list[dict] = field(default_factory=list)
+
+    kl_probs = property(lambda self: self.result.get("kl_probs"), doc="five KL probabilities (None: no KL head)")
+    oa_prob = property(lambda self: self.result.get("oa_prob"), doc="OA probability")
+    pred_kl = property(lambda self: self.result.get("pred_kl"), doc="predicted KL grade")
+    pred_oa = property(lambda self: self.result.get("pred_oa"), doc="predicted OA (0/1)")
+    consistent_kl = property(lambda self: self.result.get("consistent_kl"), doc="KL consistent with the OA head")
+    heads_agree = property(lambda self: self.result.get("heads_agree"), doc="the KL and OA heads agree on OA")
+    overlap = property(lambda self: self.result.get("overlap"), doc="saliency overlap with the cartilage")
+    card = property(lambda self: self.result.get("card"), doc="the checkpoint's model card")
+
+
+def prepare(volume_node: Any, options: GradingOptions, work_dir: str | Path, mask_node: Any = None,
+            python: str | None = None, scene: Any = None) -> tuple[list[str], GradingFiles]:
+    """Write the volume (and mask, on the volume's grid) as NIfTI; return the grade argv and the file paths."""
+    from kneeoa.slicer import nodes
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    files = GradingFiles(work_dir=work_dir, image=work_dir / "image.nii.gz",
+                         mask=work_dir / "mask.nii.gz" if mask_node is not None else None,
+                         saliency=work_dir / "saliency.nii.gz" if options.saliency_method != "none" else None,
+                         result_json=work_dir / "result.json")
+    nodes.write_volume_node(volume_node, files.image)
+    if mask_node is not None:
+        nodes.write_mask_for_volume(mask_node, volume_node, files.mask, scene)
+    argv = jobs.grade_command(files.image, options.checkpoint, files.result_json, mask=files.mask,
+                              saliency_out=files.saliency,
+                              saliency_method=options.saliency_method if files.saliency else None,
+                              target=options.target, device=options.device, python=python)
+    return argv, files
+
+
+def finish(files: GradingFiles, volume_node: Any, mask_node: Any = None, scene: Any = None,
+           saliency_threshold: float | None = None) -> GradingResult:
+    """Read the job's outputs into nodes (reusing those of an earlier run) and keep them on the volume."""
+    import slicer
+
+    from kneeoa.slicer import display, nodes, results
+
+    scene = scene if scene is not None else slicer.mrmlScene
+    if not files.result_json.is_file():
+        raise JobError("the grading job wrote no result", files.result_json)
+    result = json.loads(files.result_json.read_text(encoding="utf-8"))
+    result["saliency_path"] = None  # the temp file goes; the map now lives in the scene
+    name = volume_node.GetName()
+    out = GradingResult(volume_node=volume_node, result=result)
+
+    previous = results.result_node(volume_node, results.ROLE_SALIENCY)
+    if files.saliency is not None and files.saliency.is_file():
+        # Re-grading refills the earlier node, which keeps its place in the viewers.
+        saliency = nodes.load_volume_node(files.saliency, f"{name} saliency", scene, reference_node=volume_node,
+                                          node=previous)
+        threshold = display.DEFAULT_SALIENCY_THRESHOLD if saliency_threshold is None else saliency_threshold
+        display.show_saliency(saliency, threshold)
+        out.saliency_node = saliency
+    elif previous is not None:
+        scene.RemoveNode(previous)
+
+    if mask_node is not None and mask_node.IsA("vtkMRMLSegmentationNode"):
+        out.cartilage_node = mask_node
+    elif mask_node is not None:
+        # A label map is shown as a segmentation we make (and replace when re-grading).
+        old = results.result_node(volume_node, results.ROLE_CARTILAGE)
+        if old is not None and old.GetAttribute(OWNED_ATTRIBUTE) == "1":
+            scene.RemoveNode(old)
+        labels = nodes.mask_array_for_volume(mask_node, volume_node, scene)
+        out.cartilage_node = nodes.segmentation_from_labelmap(labels, nodes.ijk_to_ras(volume_node),
+                                                              f"{name} cartilage", scene)
+        out.cartilage_node.SetAttribute(OWNED_ATTRIBUTE, "1")
+    if out.cartilage_node is not None:
+        display.show_cartilage_outlines(out.cartilage_node)
+
+    table = results.result_node(volume_node, results.ROLE_RESULT_TABLE)
+    out.result_table_node = results.update_result_table(
+        table or scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} KneeOA result"), result)
+    if result.get("kl_probs"):
+        out.kl_table_node, out.kl_chart_node = results.update_kl_chart(
+            result["kl_probs"], name, scene, results.result_node(volume_node, results.ROLE_KL_TABLE),
+            results.result_node(volume_node, results.ROLE_KL_CHART))
+    results.store_result(volume_node, result, {
+        results.ROLE_SALIENCY: out.saliency_node, results.ROLE_CARTILAGE: out.cartilage_node,
+        results.ROLE_RESULT_TABLE: out.result_table_node, results.ROLE_KL_TABLE: out.kl_table_node,
+        results.ROLE_KL_CHART: out.kl_chart_node})
+    return out
+
+
+def grade(volume_node: Any, options: GradingOptions, mask_node: Any = None, scene: Any = None,
+          on_event: Callable[[dict], None] | None = None, env: dict[str, str] | None = None,
+          python: str | None = None, work_dir: str | Path | None = None, keep_files: bool = False,
+          timeout_s: float | None = None) -> GradingResult:
+    """Grade one volume node synchronously in a child process; outputs become nodes (see `finish`)."""
+    temp = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="kneeoa-grade-"))
+    events: list[dict] = []
+
+    def note(event: dict) -> None:
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        argv, files = prepare(volume_node, options, temp, mask_node, python, scene)
+        job = jobs.Job(argv, env=env if env is not None else jobs.job_environment()).start()
+        status = job.wait(note, timeout_s=timeout_s)
+        if status != 0:
+            raise JobError(f"grading failed: {job.error_message()}", volume_node.GetName())
+        out = finish(files, volume_node, mask_node, scene)
+        out.events = events
+        return out
+    finally:
+        if not keep_files:
+            shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,274 @@
+"""Run `kneeoa` commands in a background process: command lines, JSON progress, cancel.
+
+Standard library only, and no Qt: the Slicer widget polls `Job.poll()` from a QTimer, the console
+logic calls `Job.wait()`. The child starts in its own process group (POSIX session / Windows
+process group) so Cancel can stop the whole tree: Slicer's `PythonSlicer` is a launcher that
+starts the real interpreter, and killing only the launcher would leave the model running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+KNEEOA_ROOT = Path(__file__).resolve().parents[2]  # folder that holds the `kneeoa` package
+
+
+def slicer_python() -> str:
+    """The interpreter for background jobs: Slicer's `PythonSlicer` when present, else this Python."""
+    here = Path(sys.executable).parent
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        candidate = here / name
+        if candidate.is_file():
+            return str(candidate)
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def kneeoa_command(subcommand: str, args: Sequence[str], python: str | None = None) -> list[str]:
+    """`python -m kneeoa --progress json SUBCOMMAND ARGS...` as an argv list."""
+    return [python or slicer_python(), "-m", "kneeoa", "--progress", "json", subcommand, *map(str, args)]
+
+
+def grade_command(image: str | Path, checkpoint: str | Path, result_json: str | Path,
+                  mask: str | Path | None = None, saliency_out: str | Path | None = None,
+                  saliency_method: str | None = None, target: str | None = None,
+                  device: str | None = None, python: str | None = None) -> list[str]:
+    """argv of `kneeoa grade IMAGE --checkpoint C [--mask M] [--saliency-out S ...] --result-json R`."""
+    args: list[str] = [str(image), "--checkpoint", str(checkpoint)]
+    if mask is not None:
+        args += ["--mask", str(mask)]
+    if saliency_out is not None:
+        args += ["--saliency-out", str(saliency_out)]
+        if saliency_method:
+            args += ["--saliency-method", saliency_method]
+    if target and target != "auto":
+        args += ["--target", target]
+    if device and device != "auto":
+        args += ["--device", device]
+    args += ["--result-json", str(result_json)]
+    return kneeoa_command("grade", args, python)
+
+
+def job_environment(base: dict[str, str] | None = None, kneeoa_root: str | Path = KNEEOA_ROOT) -> dict[str, str]:
+    """Environment for a job: `kneeoa` importable from where this copy lives, JSON progress, unbuffered."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(kneeoa_root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["KNEEOA_PROGRESS"] = "json"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def parse_line(line: str) -> dict[str, Any]:
+    """One output line -> event dict. JSON objects with an "event" key pass through; anything else
+    (warnings, tracebacks, `kneeoa grade: error: ...`) becomes {"event": "text", "message": line}."""
+    text = line.rstrip("\r\n")
+    if text.startswith("{"):
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            return event
+    return {"event": "text", "message": text}
+
+
+def fraction_done(event: dict[str, Any]) -> float | None:
+    """Progress in [0, 1] from a "progress"/"end" event with a known total, else None."""
+    if event.get("event") == "end" and event.get("ok", True):
+        return 1.0
+    done, total = event.get("done"), event.get("total")
+    if event.get("event") == "progress" and isinstance(done, (int, float)) and isinstance(total, (int, float)) \
+            and total > 0:
+        return max(0.0, min(1.0, float(done) / float(total)))
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid` (psutil if installed, else /proc on Linux, else none)."""
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        pass
+    except Exception:  # psutil.NoSuchProcess and friends: nothing left to find
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_process_tree(pid: int, grace_s: float = 2.0, process: subprocess.Popen | None = None) -> None:
+    """Stop `pid` and everything it started: polite signal first, then a hard kill after `grace_s`.
+
+    Pass the `Popen` of a child of ours so it is reaped while we wait (a zombie still answers kill 0
+    where there is no /proc, e.g. macOS)."""
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/PID", str(pid), "/T", "/F"], capture_output=True, check=False)
+        return
+    tree = [pid, *descendants(pid)]  # collected first: children are reparented once their parent dies
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(os.getpgid(pid), sig)  # the job's own process group (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for p in tree:  # anything that left the group (e.g. started its own session)
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and _any_alive(tree, process):
+            time.sleep(0.05)
+        if not _any_alive(tree, process):
+            return
+
+
+def _any_alive(pids: list[int], process: subprocess.Popen | None) -> bool:
+    if process is not None and process.poll() is None:
+        return True
+    return any(_alive(p) for p in pids if process is None or p != process.pid)
+
+
+class Job:
+    """One background `kneeoa` process whose stdout+stderr lines become events."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                 keep_lines: int = 200):
+        self.argv = [str(a) for a in argv]
+        self.env, self.cwd = env, cwd
+        self.process: subprocess.Popen | None = None
+        self.cancelled = False
+        self.result: dict[str, Any] | None = None
+        self.fraction = 0.0
+        self.tail: deque[str] = deque(maxlen=keep_lines)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
+        self._drained = False
+
+    def start(self) -> Job:
+        """Launch the process and a reader thread; returns self."""
+        kwargs: dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd, text=True,
+                                        encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        self._reader = threading.Thread(target=self._read, name="kneeoa-job-reader", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    @property
+    def running(self) -> bool:
+        """True while the process runs or unread output remains."""
+        return self.process is not None and (self.process.poll() is None or not self._drained)
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status once finished (None while running)."""
+        return None if self.process is None else self.process.poll()
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Events printed since the last call (never blocks)."""
+        events = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._drained = True
+                if self.process is not None:
+                    self.process.wait()
+                break
+            events.append(self._note(parse_line(line)))
+        return events
+
+    def _note(self, event: dict[str, Any]) -> dict[str, Any]:
+        if event["event"] == "text":
+            self.tail.append(event["message"])
+        elif event["event"] == "log":
+            self.tail.append(str(event.get("message", "")))
+        elif event["event"] == "result":
+            self.result = event
+        fraction = fraction_done(event)
+        if fraction is not None:
+            self.fraction = fraction
+        return event
+
+    def wait(self, on_event: Callable[[dict[str, Any]], None] | None = None, timeout_s: float | None = None,
+             interval_s: float = 0.05) -> int:
+        """Block until the job ends, passing each event to `on_event`; returns the exit status."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.running:
+            for event in self.poll():
+                if on_event is not None:
+                    on_event(event)
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                raise TimeoutError(f"job did not finish within {timeout_s} s: {' '.join(self.argv)}")
+            time.sleep(interval_s)
+        return int(self.returncode or 0)
+
+    def cancel(self, grace_s: float = 2.0) -> None:
+        """Stop the job and all processes it started."""
+        self.cancelled = True
+        if self.process is not None and self.process.poll() is None:
+            kill_process_tree(self.process.pid, grace_s, self.process)
+            self.process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5.0)
+        self.poll()  # drain what it printed before it died (kept in `tail`)
+
+    def error_message(self) -> str:
+        """The job's own error line (`kneeoa CMD: error: ...`) or the last lines it printed."""
+        for line in reversed(self.tail):
+            if line.startswith("kneeoa ") and ": error: " in line:
+                return line.split(": error: ", 1)[1]
+        lines = [line for line in self.tail if line.strip()]
+        return "\n".join(lines[-5:]) or f"exit status {self.returncode}"

@@ -1,0 +1,178 @@
+"""Grading results as MRML nodes: a result table, a KL bar chart, and the results kept on each volume.
+
+A result is the dict `kneeoa grade --result-json` writes (kl_probs, oa_prob, pred_kl, pred_oa,
+consistent_kl, heads_agree, saliency_path, overlap, card). It is stored as JSON in an attribute of
+the graded volume node, and the nodes made for it (saliency, cartilage, table, chart) are node
+references of that volume: both are saved with the scene, and selecting the volume again shows its
+results without re-running the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+RESULT_ATTRIBUTE = "KneeOA.Result"
+ROLE_SALIENCY = "KneeOASaliency"
+ROLE_CARTILAGE = "KneeOACartilage"
+ROLE_RESULT_TABLE = "KneeOAResultTable"
+ROLE_KL_CHART = "KneeOAKLChart"
+ROLE_KL_TABLE = "KneeOAKLTable"
+GRADED_COLUMNS = ("Volume", "Predicted KL", "OA probability", "Heads agree", "Saliency on cartilage", "Volume ID")
+KL_COLUMNS = ("KL grade", "Probability")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        rows = []
+        for key, inner in value.items():
+            rows += _flatten(f"{prefix} / {key}" if prefix else str(key), inner)
+        return rows
+    if isinstance(value, (list, tuple)):
+        return [(prefix, ", ".join(_fmt(v) for v in value))]
+    return [(prefix, value)]
+
+
+def result_rows(result: dict) -> list[tuple[str, str]]:
+    """(quantity, value) rows of one grading result, in reading order, values formatted for display."""
+    rows: list[tuple[str, Any]] = [
+        ("Predicted KL grade", result.get("pred_kl")),
+        ("OA probability", result.get("oa_prob")),
+        ("OA (KL >= 2)", None if result.get("pred_oa") is None else bool(result["pred_oa"])),
+    ]
+    for grade, prob in enumerate(result.get("kl_probs") or []):
+        rows.append((f"P(KL = {grade})", float(prob)))
+    rows += [("KL consistent with OA", result.get("consistent_kl")), ("Heads agree", result.get("heads_agree"))]
+    overlap = result.get("overlap") or {}
+    rows += [(f"Saliency {name}", value) for name, value in _flatten("", overlap)]
+    return [(name, _fmt(value)) for name, value in rows]
+
+
+def cartilage_mass(result: dict) -> float | None:
+    """Fraction of the saliency mass on the cartilage mask (the paper's mass@ROI), if computed."""
+    overlap = result.get("overlap") or {}
+    for key in ("mass@ROI", "mass_at_roi", "mass"):
+        if isinstance(overlap.get(key), (int, float)):
+            return float(overlap[key])
+    return None
+
+
+def _string_table(table_node: Any, columns: dict[str, list[str]]) -> Any:
+    import vtk
+
+    table = table_node.GetTable()
+    was_modifying = table_node.StartModify()
+    table_node.RemoveAllColumns()
+    for name, values in columns.items():
+        column = vtk.vtkStringArray()
+        column.SetName(name)
+        for value in values:
+            column.InsertNextValue(str(value))
+        table.AddColumn(column)
+    table_node.SetUseColumnNameAsColumnHeader(True)
+    table.Modified()
+    table_node.EndModify(was_modifying)
+    return table_node
+
+
+def update_result_table(table_node: Any, result: dict) -> Any:
+    """Fill a vtkMRMLTableNode with the (Quantity, Value) rows of `result`."""
+    rows = result_rows(result)
+    return _string_table(table_node, {"Quantity": [r[0] for r in rows], "Value": [r[1] for r in rows]})
+
+
+def table_rows(table_node: Any) -> list[list[str]]:
+    """All cells of a table node as strings, row by row (for tests and the row-selection lookup)."""
+    table = table_node.GetTable()
+    return [[table.GetValue(r, c).ToString() for c in range(table.GetNumberOfColumns())]
+            for r in range(table.GetNumberOfRows())]
+
+
+def update_kl_chart(kl_probs: list[float], title: str, scene: Any, table_node: Any = None,
+                    chart_node: Any = None) -> tuple[Any, Any]:
+    """Bar chart of the five KL probabilities: (table node, chart node), reusing the given nodes."""
+    import numpy as np
+    import slicer.util
+
+    if table_node is None:
+        table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{title} KL probabilities")
+    grades = np.arange(len(kl_probs), dtype=np.float64)
+    slicer.util.updateTableFromArray(table_node, [grades, np.asarray(kl_probs, dtype=np.float64)],
+                                     list(KL_COLUMNS))
+    if chart_node is None:
+        chart_node = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{title} KL chart")
+    series = chart_node.GetNthPlotSeriesNode(0)
+    if series is None:
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{title} KL")
+        chart_node.AddAndObservePlotSeriesNodeID(series.GetID())
+    series.SetAndObserveTableNodeID(table_node.GetID())
+    series.SetXColumnName(KL_COLUMNS[0])
+    series.SetYColumnName(KL_COLUMNS[1])
+    series.SetPlotType(series.PlotTypeBar)
+    series.SetColor(0.23, 0.30, 0.75)
+    chart_node.SetTitle(f"{title}: KL grade probabilities")
+    chart_node.SetXAxisTitle("KL grade")
+    chart_node.SetYAxisTitle("Probability")
+    chart_node.SetYAxisRangeAuto(False)
+    chart_node.SetYAxisRange(0.0, 1.0)
+    chart_node.SetLegendVisibility(False)
+    return table_node, chart_node
+
+
+def store_result(volume_node: Any, result: dict, nodes: dict[str, Any]) -> None:
+    """Keep `result` (JSON attribute) and its nodes (references by role) on the graded volume node."""
+    volume_node.SetAttribute(RESULT_ATTRIBUTE, json.dumps(result, default=str))
+    for role, node in nodes.items():
+        volume_node.SetNodeReferenceID(role, node.GetID() if node is not None else None)
+
+
+def stored_result(volume_node: Any) -> dict | None:
+    """The result kept on a volume node, or None if it was never graded."""
+    text = volume_node.GetAttribute(RESULT_ATTRIBUTE) if volume_node is not None else None
+    return json.loads(text) if text else None
+
+
+def result_node(volume_node: Any, role: str) -> Any:
+    """The node kept on a graded volume for `role` (ROLE_SALIENCY, ...), or None."""
+    return volume_node.GetNodeReference(role) if volume_node is not None else None
+
+
+def graded_volume_nodes(scene: Any) -> list[Any]:
+    """Every volume node in the scene that holds a KneeOA result, in scene order."""
+    nodes = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        if node.GetAttribute(RESULT_ATTRIBUTE):
+            nodes.append(node)
+    return nodes
+
+
+def update_graded_table(table_node: Any, scene: Any) -> Any:
+    """One row per graded volume: name, predicted KL, OA probability, heads agree, mass on cartilage, ID."""
+    rows = []
+    for node in graded_volume_nodes(scene):
+        result = stored_result(node)
+        rows.append([node.GetName(), _fmt(result.get("pred_kl")), _fmt(result.get("oa_prob")),
+                     _fmt(result.get("heads_agree")), _fmt(cartilage_mass(result)), node.GetID()])
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(GRADED_COLUMNS)}
+    return _string_table(table_node, columns)
+
+
+def volume_for_row(table_node: Any, row: int, scene: Any) -> Any:
+    """The volume node listed in `row` of the graded-volumes table (None if out of range or removed)."""
+    table = table_node.GetTable()
+    if not 0 <= row < table.GetNumberOfRows():
+        return None
+    column = table.GetColumnByName(GRADED_COLUMNS[-1])
+    return scene.GetNodeByID(column.GetValue(row)) if column is not None else None
