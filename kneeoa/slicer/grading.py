@@ -9,6 +9,7 @@ in the child process; here we only move data and draw.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -97,6 +98,41 @@ class GradingResult:
     card = property(lambda self: self.result.get("card"), doc="the checkpoint's model card")
 
 
+def gradable_volumes(scene: Any) -> list[Any]:
+    """Scalar volumes a user loaded (not label maps, not saliency maps we made), in scene order."""
+    found = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        if not node.IsA("vtkMRMLLabelMapVolumeNode") and node.GetAttribute(OWNED_ATTRIBUTE) != "1" \
+                and node.GetImageData() is not None:
+            found.append(node)
+    return found
+
+
+def _case_key(name: str) -> str:
+    return re.sub(r"_\d{4}$", "", name.strip().lower())  # nnU-Net channel suffix: oaizib_001_0000 -> oaizib_001
+
+
+def find_cartilage(volume_node: Any, scene: Any) -> Any:
+    """The cartilage mask that belongs to a volume: the one used before, a segmentation made on it, or a
+    label map on its grid named like it (OAI-ZIB-CM: image oaizib_001_0000, labels oaizib_001); else None."""
+    from kneeoa.slicer import nodes, results
+
+    used = results.result_node(volume_node, results.ROLE_CARTILAGE)
+    if used is not None:
+        return used
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        if node.GetNodeReference("referenceImageGeometryRef") is volume_node:
+            return node
+    key = _case_key(volume_node.GetName())
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLLabelMapVolumeNode")
+        if _case_key(node.GetName()) == key and node.GetImageData() is not None and nodes.same_grid(node, volume_node):
+            return node
+    return None
+
+
 def prepare(volume_node: Any, options: GradingOptions, work_dir: str | Path, mask_node: Any = None,
             python: str | None = None, scene: Any = None) -> tuple[list[str], GradingFiles]:
     """Write the volume (and mask, on the volume's grid) as NIfTI; return the grade argv and the file paths."""
@@ -140,6 +176,7 @@ def finish(files: GradingFiles, volume_node: Any, mask_node: Any = None, scene: 
                                           node=previous)
         threshold = display.DEFAULT_SALIENCY_THRESHOLD if saliency_threshold is None else saliency_threshold
         display.show_saliency(saliency, threshold)
+        saliency.SetAttribute(OWNED_ATTRIBUTE, "1")
         out.saliency_node = saliency
     elif previous is not None:
         scene.RemoveNode(previous)

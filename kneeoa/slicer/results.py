@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 RESULT_ATTRIBUTE = "KneeOA.Result"
+GRADED_TABLE_ATTRIBUTE = "KneeOA.GradedTable"
 ROLE_SALIENCY = "KneeOASaliency"
 ROLE_CARTILAGE = "KneeOACartilage"
 ROLE_RESULT_TABLE = "KneeOAResultTable"
@@ -51,12 +52,50 @@ def result_rows(result: dict) -> list[tuple[str, str]]:
         ("OA probability", result.get("oa_prob")),
         ("OA (KL >= 2)", None if result.get("pred_oa") is None else bool(result["pred_oa"])),
     ]
+    if result.get("oa_prob_from_kl") is not None:
+        rows.append(("OA probability from KL head", result["oa_prob_from_kl"]))
     for grade, prob in enumerate(result.get("kl_probs") or []):
         rows.append((f"P(KL = {grade})", float(prob)))
     rows += [("KL consistent with OA", result.get("consistent_kl")), ("Heads agree", result.get("heads_agree"))]
     overlap = result.get("overlap") or {}
     rows += [(f"Saliency {name}", value) for name, value in _flatten("", overlap)]
     return [(name, _fmt(value)) for name, value in rows]
+
+
+def summary_text(result: dict) -> str:
+    """One line for the module panel: grade, OA probability and whether the heads agree."""
+    parts = []
+    if result.get("pred_kl") is not None:
+        probs = result.get("kl_probs") or []
+        confidence = f" (p = {probs[result['pred_kl']]:.2f})" if len(probs) > result["pred_kl"] else ""
+        parts.append(f"KL grade {result['pred_kl']}{confidence}")
+    if result.get("oa_prob") is not None:
+        parts.append(f"OA probability {result['oa_prob']:.2f} ({'OA' if result.get('pred_oa') else 'no OA'})")
+    if result.get("heads_agree") is not None:
+        parts.append("KL and OA heads agree" if result["heads_agree"] else "KL and OA heads DISAGREE")
+    return " | ".join(parts) or "no prediction"
+
+
+CARD_FIELDS = (("Backbone", ("spec", "backbone")), ("Variant", ("spec", "variant")), ("Head", ("spec", "head")),
+               ("Input (D, H, W)", ("spec", "input_shape")), ("Training data", ("training_data",)),
+               ("Metrics", ("metrics",)), ("kneeoa version", ("kneeoa_version",)), ("Created", ("created",)))
+
+
+def card_rows(card: dict | None) -> list[tuple[str, str]]:
+    """(field, text) rows describing a checkpoint's model card for the model card panel."""
+    rows = []
+    for label, keys in CARD_FIELDS:
+        value: Any = card or {}
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value in (None, "", {}, []):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        elif isinstance(value, (list, tuple)):
+            value = " x ".join(str(v) for v in value)
+        rows.append((label, str(value)))
+    return rows
 
 
 def cartilage_mass(result: dict) -> float | None:
@@ -146,6 +185,37 @@ def stored_result(volume_node: Any) -> dict | None:
 def result_node(volume_node: Any, role: str) -> Any:
     """The node kept on a graded volume for `role` (ROLE_SALIENCY, ...), or None."""
     return volume_node.GetNodeReference(role) if volume_node is not None else None
+
+
+def ensure_result_nodes(volume_node: Any, scene: Any) -> dict[str, Any]:
+    """The result table and KL chart of a graded volume, rebuilt from the stored JSON if they were deleted."""
+    result = stored_result(volume_node)
+    if result is None:
+        return {}
+    table = result_node(volume_node, ROLE_RESULT_TABLE)
+    if table is None:
+        table = update_result_table(scene.AddNewNodeByClass("vtkMRMLTableNode", f"{volume_node.GetName()} KneeOA result"),
+                                    result)
+        volume_node.SetNodeReferenceID(ROLE_RESULT_TABLE, table.GetID())
+    chart = result_node(volume_node, ROLE_KL_CHART)
+    if chart is None and result.get("kl_probs"):
+        kl_table, chart = update_kl_chart(result["kl_probs"], volume_node.GetName(), scene,
+                                          result_node(volume_node, ROLE_KL_TABLE))
+        volume_node.SetNodeReferenceID(ROLE_KL_TABLE, kl_table.GetID())
+        volume_node.SetNodeReferenceID(ROLE_KL_CHART, chart.GetID())
+    return {ROLE_RESULT_TABLE: table, ROLE_KL_CHART: chart, ROLE_SALIENCY: result_node(volume_node, ROLE_SALIENCY),
+            ROLE_CARTILAGE: result_node(volume_node, ROLE_CARTILAGE)}
+
+
+def graded_table(scene: Any) -> Any:
+    """The scene's one 'KneeOA graded volumes' table node (created on first use)."""
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
+        if node.GetAttribute(GRADED_TABLE_ATTRIBUTE) == "1":
+            return node
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", "KneeOA graded volumes")
+    node.SetAttribute(GRADED_TABLE_ATTRIBUTE, "1")
+    return node
 
 
 def graded_volume_nodes(scene: Any) -> list[Any]:
