@@ -244,7 +244,7 @@ def write_nifti(path: str | Path, array_ijk: np.ndarray, affine: np.ndarray, is_
         img.header.set_intent("label")
     data = img.to_bytes()
     if path.name.lower().endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6, mtime=0)
+        data = gzip.compress(data, compresslevel=1, mtime=0)  # nibabel's level: 6 costs ~10x the time for ~10 % less
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
