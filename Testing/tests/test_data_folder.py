@@ -63,7 +63,7 @@ def test_labels_csv_inside_the_folder_is_found(tmp_path):
 
 
 def test_dicom_subfolder_is_a_case(tmp_path):
-    from test_data_volume import write_dicom_series
+    from test_data_helpers import write_dicom_series
 
     root = make_folder(tmp_path / "f")
     write_dicom_series(root / "knee_d", image(3), "1.2.3.9")

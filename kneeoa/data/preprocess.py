@@ -1,0 +1,167 @@
+"""Preprocessing to model space with MONAI transforms, the offline N4 step, and the cohort Dataset.
+
+`preprocess_volume`: orientation to RAS (axis flips/permutation only, MONAI `Orientation`), optional
+resampling to `spacing_mm` (`Spacing`), z-score with a std floor of 1e-6 (as the paper), permutation
+(i, j, k) -> model space (D, H, W) = (k, i, j), trilinear resize (align_corners=False) to `input_shape`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kneeoa.data.cohort import Case
+from kneeoa.data.volume import Volume, read_volume, to_sitk, write_nifti
+from kneeoa.errors import InputError
+
+STD_FLOOR = 1e-6  # the paper's z-score guard: (x - mean) / max(std, 1e-6)
+
+
+def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(D, H, W) as three positive ints, else ValueError."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be three positive sizes (D, H, W), got {tuple(input_shape)}")
+    return shape  # type: ignore[return-value]
+
+
+def to_model_space(array_ijk: Any) -> Any:
+    """(..., i, j, k) -> (..., k, i, j) = (D, H, W); numpy arrays or torch tensors (the paper's permute)."""
+    if isinstance(array_ijk, torch.Tensor):
+        return array_ijk.movedim(-1, -3)
+    return np.moveaxis(np.asarray(array_ijk), -1, -3)
+
+
+def from_model_space(array_dhw: Any) -> Any:
+    """(..., D, H, W) = (..., k, i, j) -> (..., i, j, k); inverse of `to_model_space`."""
+    if isinstance(array_dhw, torch.Tensor):
+        return array_dhw.movedim(-3, -1)
+    return np.moveaxis(np.asarray(array_dhw), -3, -1)
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / max(std, 1e-6) over the whole tensor (population std, as numpy's default)."""
+    x = x.float()
+    return (x - x.mean()) / torch.clamp(x.std(unbiased=False), min=STD_FLOOR)
+
+
+def _oriented(volume: Volume, spacing_mm: Sequence[float] | None):
+    """MONAI MetaTensor (1, i, j, k) of the volume reoriented to RAS and optionally resampled."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
+    img = MetaTensor(torch.as_tensor(np.asarray(volume.array, dtype=np.float32))[None],
+                     affine=torch.as_tensor(np.asarray(volume.affine, dtype=np.float64)))
+    img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)  # our affines are RAS
+    if spacing_mm is not None:
+        img = Spacing(pixdim=tuple(float(s) for s in spacing_mm), mode="bilinear", padding_mode="border")(img)
+    return img
+
+
+def preprocess_volume(volume: Volume, input_shape: Sequence[int],
+                      spacing_mm: Sequence[float] | None = None) -> torch.Tensor:
+    """A Volume -> float32 tensor (1, D, H, W) in model space, z-scored, resized to `input_shape`."""
+    from monai.transforms import Resize
+
+    shape = check_input_shape(input_shape)
+    img = _oriented(volume, spacing_mm)
+    x = zscore(img.as_tensor())
+    x = to_model_space(x)  # (1, k, i, j)
+    if tuple(x.shape[1:]) != shape:
+        x = Resize(spatial_size=shape, mode="trilinear", align_corners=False)(x)
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+    return x.float().contiguous()
+
+
+def model_map_to_volume(map_dhw: Any, volume: Volume) -> np.ndarray:
+    """A model-space map (D, H, W) back onto `volume`'s original (i, j, k) grid: undo resize, permute, RAS.
+
+    Trilinear; valid whether or not `preprocess_volume` resampled to a spacing (the extent is the same).
+    """
+    import nibabel.orientations as nio
+    import torch.nn.functional as F
+
+    to_ras = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt("RAS"))
+    ras_i, ras_j, ras_k = nio.apply_orientation(np.empty(volume.array.shape, np.uint8), to_ras).shape
+    m = torch.as_tensor(np.asarray(map_dhw, dtype=np.float32))[None, None]
+    if tuple(m.shape[2:]) != (ras_k, ras_i, ras_j):
+        m = F.interpolate(m, size=(ras_k, ras_i, ras_j), mode="trilinear", align_corners=False)
+    ras_map = from_model_space(m[0, 0].numpy())
+    back = nio.apply_orientation(ras_map, nio.ornt_transform(nio.axcodes2ornt("RAS"),
+                                                             nio.io_orientation(volume.affine)))
+    return np.ascontiguousarray(back, dtype=np.float32)
+
+
+def n4_zscore(in_path: str | Path, out_path: str | Path, shrink: int = 4, iterations: Sequence[int] = (50, 50, 30),
+              ) -> Path:
+    """Offline step of the paper: N4 bias-field correction (Otsu foreground mask) then z-score, same affine."""
+    import SimpleITK as sitk
+
+    volume = read_volume(in_path)
+    array = volume.array
+    if float(array.min()) <= 0:  # N4 fits a log-bias field: intensities must be positive
+        array = array - float(array.min()) + 1.0
+    image = sitk.Cast(to_sitk(Volume(array, volume.affine)), sitk.sitkFloat32)
+    try:
+        small = sitk.Shrink(image, [max(1, min(shrink, s // 4)) for s in image.GetSize()])
+        mask = sitk.OtsuThreshold(small, 0, 1, 200)
+        corrector = sitk.N4BiasFieldCorrectionImageFilter()
+        corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
+        corrector.Execute(small, mask)
+        log_bias = corrector.GetLogBiasFieldAsImage(image)
+        corrected = sitk.GetArrayFromImage(image / sitk.Exp(log_bias)).transpose(2, 1, 0)
+    except RuntimeError as err:
+        from kneeoa.data.headers import itk_error
+
+        raise InputError(f"N4 bias correction failed: {itk_error(err)}", in_path) from None
+    out = zscore(torch.as_tensor(np.ascontiguousarray(corrected))).numpy()
+    return write_nifti(out_path, out, volume.affine)
+
+
+class CohortDataset(torch.utils.data.Dataset):
+    """Cases -> dicts {image (1,D,H,W) float32, kl, oa (-1 unknown), case_id, index}; picklable for workers.
+
+    With `cache_dir` each preprocessed tensor is stored once on disk (`PreprocessCache`), so no epoch
+    after the first decodes a NIfTI again, in any process; `memory=True` also keeps them in RAM.
+    """
+
+    def __init__(self, cases: Sequence[Case], input_shape: Sequence[int], cache_dir: str | Path | None = None,
+                 memory: bool = True, spacing_mm: Sequence[float] | None = None):
+        from kneeoa.data.cache import PreprocessCache
+
+        self.cases = list(cases)
+        self.input_shape = check_input_shape(input_shape)
+        self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
+        self.cache = None if cache_dir is None else PreprocessCache(cache_dir, self.input_shape, self.spacing_mm)
+        self.memory = memory
+        self._ram: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def load_image(self, index: int) -> torch.Tensor:
+        """Preprocessed image of case `index`: RAM, then disk cache, then decode + preprocess."""
+        if index in self._ram:
+            return self._ram[index]
+        path = self.cases[index].image
+        if self.cache is not None:
+            image = self.cache.load(path)
+        else:
+            image = preprocess_volume(read_volume(path), self.input_shape, self.spacing_mm)
+        if self.memory:
+            self._ram[index] = image
+        return image
+
+    def __getitem__(self, index: int) -> dict:
+        case = self.cases[index]
+        return {
+            "image": self.load_image(index),
+            "kl": -1 if case.kl is None else int(case.kl),
+            "oa": -1 if case.kl is None else int(case.oa),
+            "case_id": case.case_id,
+            "index": index,
+        }
