@@ -121,3 +121,13 @@ def test_check_labels_lists_unexpected_values(tmp_path):
     check_labels(mask, range(10))
     with pytest.raises(InputError, match=r"m\.nii\.gz: unexpected label values \[7, 9\]"):
         check_labels(mask, (0, 1, 2, 3, 4, 5))
+
+
+def test_importing_kneeoa_data_needs_only_the_standard_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, kneeoa, kneeoa.data; heavy = {'numpy', 'torch', 'nibabel', 'SimpleITK', 'monai'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

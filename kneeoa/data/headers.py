@@ -72,6 +72,8 @@ def check_nifti_header(path: Path, gz: bool) -> None:
     shape = dims[1 : ndim + 1]
     if any(d < 0 for d in shape):
         raise InputError(f"NIfTI header declares negative dimensions {tuple(shape)}", path)
+    if 0 in shape:
+        raise InputError(f"empty image of shape {tuple(shape)}", path)
     if bitpix <= 0 or bitpix % 8 or not (0 <= vox_offset < 2**40):
         raise InputError(f"corrupt NIfTI header (bitpix {bitpix}, vox_offset {vox_offset})", path)
     _check_size(path, tuple(shape), bitpix // 8, int(vox_offset), path.stat().st_size, compressed=gz)

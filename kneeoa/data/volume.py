@@ -87,7 +87,7 @@ def _read_nifti(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
 
     _headers.check_nifti_header(path, gz=suffix == ".nii.gz")
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path), mmap=False)  # no memmap: the Volume must not keep the file open
         affine = np.asarray(img.affine, dtype=float)
         array = np.asarray(img.dataobj)
     except Exception as err:  # nibabel/gzip/numpy raise many types for corrupt data
