@@ -153,3 +153,28 @@ def device_note(device: str, cuda_available: bool | None = None) -> str | None:
         return ("No CUDA GPU was found, but device 'cuda' was chosen: the job will fail. "
                 "Choose 'auto' or 'cpu'.")
     return "No CUDA GPU found: running on the CPU (slower than a GPU, mostly for the saliency map)."
+
+
+def install(plan: InstallPlan, ask_confirmation: bool = False) -> None:
+    """Carry out a plan inside Slicer: torch through PyTorchUtils, then pip with the installed torch pinned."""
+    import tempfile
+
+    import slicer
+
+    if plan.torch_step:
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            raise RuntimeError("KneeOA needs the PyTorch extension: install 'PyTorch' from the Extensions Manager, "
+                               "restart Slicer and try again.") from None
+        wanted = TORCH_REQUIREMENT[len(split_requirement(TORCH_REQUIREMENT)[0]):]  # ">=2.2"
+        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=ask_confirmation,
+                                                         torchVersionRequirement=wanted) is None:
+            raise RuntimeError("PyTorch was not installed.")
+    report = check()
+    if report.missing:
+        if not report.torch_ok:
+            raise RuntimeError("PyTorch is still missing or too old; restart Slicer after installing it.")
+        constraints = Path(tempfile.mkdtemp(prefix="kneeoa-deps-")) / "constraints.txt"
+        constraints.write_text(constraints_text(report.torch_version or ""))
+        slicer.util.pip_install(install_plan(report).pip_args(constraints))

@@ -209,12 +209,54 @@ def finish(files: GradingFiles, volume_node: Any, mask_node: Any = None, scene: 
     return out
 
 
+@dataclass
+class GradingRun:
+    """A grading job running in the background, with what is needed to turn its outputs into nodes."""
+
+    job: jobs.Job
+    files: GradingFiles
+    volume_node: Any
+    mask_node: Any = None
+    scene: Any = None
+
+    def finish(self, saliency_threshold: float | None = None) -> GradingResult:
+        """Nodes from the outputs of a finished job (JobError if it failed or was cancelled); removes temp files."""
+        try:
+            if self.job.running:
+                raise JobError("the grading job is still running", self.volume_node.GetName())
+            if self.job.cancelled:
+                raise JobError("grading was cancelled", self.volume_node.GetName())
+            if self.job.returncode != 0:
+                raise JobError(f"grading failed: {self.job.error_message()}", self.volume_node.GetName())
+            return finish(self.files, self.volume_node, self.mask_node, self.scene, saliency_threshold)
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the run's temp folder (inputs, saliency, result JSON)."""
+        shutil.rmtree(self.files.work_dir, ignore_errors=True)
+
+
+def start(volume_node: Any, options: GradingOptions, mask_node: Any = None, scene: Any = None,
+          env: dict[str, str] | None = None, python: str | None = None,
+          work_dir: str | Path | None = None) -> GradingRun:
+    """Write the inputs to a temp folder and launch `kneeoa grade` in a background process."""
+    temp = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="kneeoa-grade-"))
+    try:
+        argv, files = prepare(volume_node, options, temp, mask_node, python, scene)
+        job = jobs.Job(argv, env=env if env is not None else jobs.job_environment()).start()
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return GradingRun(job, files, volume_node, mask_node, scene)
+
+
 def grade(volume_node: Any, options: GradingOptions, mask_node: Any = None, scene: Any = None,
           on_event: Callable[[dict], None] | None = None, env: dict[str, str] | None = None,
-          python: str | None = None, work_dir: str | Path | None = None, keep_files: bool = False,
-          timeout_s: float | None = None) -> GradingResult:
-    """Grade one volume node synchronously in a child process; outputs become nodes (see `finish`)."""
-    temp = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="kneeoa-grade-"))
+          python: str | None = None, timeout_s: float | None = None,
+          saliency_threshold: float | None = None) -> GradingResult:
+    """Grade one volume node synchronously (console, self-test); the outputs become nodes (see `finish`)."""
+    run = start(volume_node, options, mask_node, scene, env, python)
     events: list[dict] = []
 
     def note(event: dict) -> None:
@@ -223,14 +265,11 @@ def grade(volume_node: Any, options: GradingOptions, mask_node: Any = None, scen
             on_event(event)
 
     try:
-        argv, files = prepare(volume_node, options, temp, mask_node, python, scene)
-        job = jobs.Job(argv, env=env if env is not None else jobs.job_environment()).start()
-        status = job.wait(note, timeout_s=timeout_s)
-        if status != 0:
-            raise JobError(f"grading failed: {job.error_message()}", volume_node.GetName())
-        out = finish(files, volume_node, mask_node, scene)
-        out.events = events
-        return out
-    finally:
-        if not keep_files:
-            shutil.rmtree(temp, ignore_errors=True)
+        run.job.wait(note, timeout_s=timeout_s)
+    except BaseException:
+        run.job.cancel()
+        run.cleanup()
+        raise
+    out = run.finish(saliency_threshold)
+    out.events = events
+    return out

@@ -207,12 +207,14 @@ def ensure_result_nodes(volume_node: Any, scene: Any) -> dict[str, Any]:
             ROLE_CARTILAGE: result_node(volume_node, ROLE_CARTILAGE)}
 
 
-def graded_table(scene: Any) -> Any:
-    """The scene's one 'KneeOA graded volumes' table node (created on first use)."""
+def graded_table(scene: Any, create: bool = True) -> Any:
+    """The scene's one 'KneeOA graded volumes' table node (created on first use unless create=False)."""
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
         node = scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
         if node.GetAttribute(GRADED_TABLE_ATTRIBUTE) == "1":
             return node
+    if not create:
+        return None
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", "KneeOA graded volumes")
     node.SetAttribute(GRADED_TABLE_ATTRIBUTE, "1")
     return node

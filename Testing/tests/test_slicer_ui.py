@@ -1,0 +1,154 @@
+"""The module widgets checked statically against their .ui files (no Qt here): names, bindings, types.
+
+Every `self.ui.<name>` in the module code must be a widget of the .ui; every `SlicerParameterName`
+must be a field of the @parameterNodeWrapper class and every field must have one widget of a kind
+the wrapper can connect to that type (Slicer docs, parameter_nodes/gui_connection.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import typing
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import kneeoa.slicer.display as display_module
+import kneeoa.slicer.grading as grading_module
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = sorted(p.parents[2].name for p in ROOT.glob("*/Resources/UI/*.ui") if p.stem == p.parents[2].name)
+QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QCheckBox", "QProgressBar", "QFrame", "QSpinBox",
+              "QDoubleSpinBox", "QLineEdit", "QTextEdit", "QPlainTextEdit", "QTableView", "QTableWidget",
+              "QGroupBox", "QSlider", "QTabWidget", "QToolButton", "QRadioButton", "QSplitter", "QScrollArea"}
+
+
+class Choice:  # stand-ins recording the validator arguments (slicer.parameterNodeWrapper needs Qt)
+    def __init__(self, choices):
+        self.choices = list(choices)
+
+
+class WithinRange:
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+
+def _parameter_fields(module: str) -> dict[str, tuple[typing.Any, typing.Any]]:
+    """field -> (evaluated annotation, default) of the module's @parameterNodeWrapper class."""
+    import slicer
+
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}ParameterNode")
+    namespace = {"Annotated": typing.Annotated, "Union": typing.Union, "Path": Path, "Choice": Choice,
+                 "WithinRange": WithinRange, "grading": grading_module, "display": display_module,
+                 **{name: getattr(slicer, name) for name in dir(slicer) if name.startswith("vtkMRML")}}
+    fields = {}
+    for stmt in cls.body:
+        if isinstance(stmt, ast.AnnAssign):
+            annotation = eval(ast.unparse(stmt.annotation), namespace)  # noqa: S307 (our own source)
+            default = eval(ast.unparse(stmt.value), namespace) if stmt.value is not None else None  # noqa: S307
+            fields[stmt.target.id] = (annotation, default)
+    return fields
+
+
+def _ui(module: str) -> tuple[ET.Element, dict[str, ET.Element]]:
+    root = ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui").getroot()
+    return root, {w.get("name"): w for w in root.iter("widget")}
+
+
+def _prop(widget: ET.Element, name: str) -> ET.Element | None:
+    return next((p for p in widget.findall("property") if p.get("name") == name), None)
+
+
+def _ui_names_used_in_code(module: str) -> set[str]:
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+
+
+def _bindings(widgets: dict[str, ET.Element]) -> dict[str, ET.Element]:
+    bound = {}
+    for widget in widgets.values():
+        prop = _prop(widget, "SlicerParameterName")
+        if prop is not None:
+            name = prop.find("string").text
+            assert name not in bound, f"two widgets bound to {name!r}"
+            bound[name] = widget
+    return bound
+
+
+def _split(annotation):
+    """(base type, validators) of a possibly Annotated type."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        return base, extras
+    return annotation, []
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_name_used_by_the_code_exists_in_the_ui_file(module):
+    _, widgets = _ui(module)
+    missing = _ui_names_used_in_code(module) - set(widgets)
+    assert not missing, f"self.ui names not in {module}.ui: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_slicer_parameter_names_match_the_parameter_node_fields(module):
+    _, widgets = _ui(module)
+    fields = _parameter_fields(module)
+    bound = _bindings(widgets)
+    assert set(bound) == set(fields), (f"bound but no field: {sorted(set(bound) - set(fields))}; "
+                                       f"field without widget: {sorted(set(fields) - set(bound))}")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_bound_widget_can_carry_its_parameter_type(module):
+    _, widgets = _ui(module)
+    for name, (annotation, default) in _parameter_fields(module).items():
+        widget = _bindings(widgets)[name]
+        cls = widget.get("class")
+        base, extras = _split(annotation)
+        if cls == "qMRMLNodeComboBox":
+            node_types = {s.text for s in _prop(widget, "nodeTypes").iter("string")}
+            classes = {t.__name__ for t in (typing.get_args(base) or (base,)) if t is not type(None)}
+            assert node_types == classes, f"{name}: .ui nodeTypes {node_types} != annotation {classes}"
+        elif cls == "QComboBox":
+            choices = [e for e in extras if isinstance(e, Choice)]
+            assert base is str and choices, f"{name}: a QComboBox needs a str with Choice"
+            assert default in choices[0].choices, f"{name}: default {default!r} not a choice"
+        elif cls in ("ctkSliderWidget", "QDoubleSpinBox"):
+            assert base is float, f"{name}: {cls} carries a float"
+            ranges = [e for e in extras if isinstance(e, WithinRange)]
+            lo, hi = (float(_prop(widget, k).find("double").text) for k in ("minimum", "maximum"))
+            assert ranges and (ranges[0].lo, ranges[0].hi) == (lo, hi), f"{name}: .ui range != WithinRange"
+            assert float(_prop(widget, "value").find("double").text) == pytest.approx(default)
+        elif cls in ("ctkPathLineEdit", "ctkDirectoryButton"):
+            assert base is Path, f"{name}: {cls} carries a pathlib.Path"
+        elif cls == "QCheckBox":
+            assert base is bool
+        else:
+            pytest.fail(f"{name}: no parameter connector for {cls}")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_mrml_widgets_get_the_scene_and_custom_widgets_are_declared(module):
+    root, widgets = _ui(module)
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    needs_scene = {n for n, w in widgets.items() if w.get("class") in ("qMRMLNodeComboBox", "qMRMLTableView")}
+    assert needs_scene <= receivers, f"no setMRMLScene connection: {sorted(needs_scene - receivers)}"
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in widgets.values()} - QT_CLASSES
+    assert used <= declared, f"custom widgets not declared: {sorted(used - declared)}"
+    assert widgets[module].get("class") == "qMRMLWidget"
+
+
+def test_grading_choices_are_what_the_grade_command_accepts():
+    from kneeoa.cli import build_parser
+
+    grade = build_parser()._subparsers._group_actions[0].choices["grade"]
+    actions = {a.dest: a for a in grade._actions}
+    assert set(grading_module.SALIENCY_METHODS) - {"none"} == set(actions["saliency_method"].choices)
+    assert set(grading_module.DEVICES) <= set(actions["device"].choices)
