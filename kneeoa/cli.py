@@ -21,6 +21,10 @@ COMMANDS = [
     "score",
     "merge",
     "grade",
+    "stats",
+    "latent",
+    "study",
+    "demo",
 ]
 
 

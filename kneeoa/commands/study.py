@@ -1,0 +1,34 @@
+"""`kneeoa study`: train the 3x3 grid, predict, analyse, write report.html (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="the whole protocol: 3 backbones x 3 variants -> stats, latent, saliency, report",
+                       description=__doc__)
+    p.add_argument("--data", required=True, help="cohort root (OAI-ZIB-CM layout, e.g. a phantom cohort)")
+    p.add_argument("--out", required=True, help="study folder (re-run the same command to resume)")
+    p.add_argument("--preset", default="quick", help="quick | paper | a YAML preset file")
+    p.add_argument("--backbones", default="resnet3d,m3t,nnmamba", help="comma-separated subset")
+    p.add_argument("--variants", default="single-oa,single-kl,dual", help="comma-separated subset")
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--saliency-cases", type=int, default=4, help="test cases explained per model")
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    p.set_defaults(func=run)
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in {"epochs": args.epochs, "device": args.device}.items() if v is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from kneeoa.study import run_study
+
+    result = run_study(args.data, args.out, preset=args.preset, backbones=tuple(args.backbones.split(",")),
+                       variants=tuple(args.variants.split(",")), overrides=overrides_from(args),
+                       saliency_cases=args.saliency_cases, resamples=args.resamples)
+    print(f"report: {result['report']}")
+    return 0

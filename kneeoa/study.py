@@ -1,0 +1,145 @@
+"""The whole protocol: train the 3 backbones x 3 variants, predict, then statistics, latent geometry and
+saliency attribution, and one HTML report. Every step skips what a previous (interrupted) run finished.
+
+    STUDY/models/<backbone>_<variant>/     training runs (resumable)
+    STUDY/predictions/                     <name>_preds.csv, <name>_metrics.csv, <name>_embeddings.npz
+    STUDY/tables/                          stats.csv, latent_summary.csv, latent_points.csv, saliency_overlap.csv,
+                                           model_metrics.csv
+    STUDY/figures/                         forest.png, deltas.png, pca_grid.png, overlays.png, ...
+    STUDY/saliency/<name>/                 <case>_saliency.nii.gz on the original image grid
+    STUDY/report.html                      one self-contained page
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from kneeoa.errors import ConfigError
+from kneeoa.progress import Progress
+
+BACKBONES = ("resnet3d", "m3t", "nnmamba")
+VARIANTS = ("single-oa", "single-kl", "dual")
+
+
+def model_dir_name(backbone: str, variant: str) -> str:
+    return f"{backbone}_{variant}".replace("-", "_")
+
+
+def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbones=BACKBONES, variants=VARIANTS,
+              overrides: dict | None = None, saliency_cases: int = 4, resamples: int = 10_000,
+              saliency_method: str = "smoothgrad") -> dict[str, Any]:
+    """Run (or finish) a study; returns {'report': path, 'timings': {...}, ...}."""
+    from kneeoa.data.cohort import load_cohort
+
+    out = Path(out)
+    bad = [b for b in backbones if b not in BACKBONES] + [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ConfigError(f"unknown backbone/variant {bad}; choose from {BACKBONES} and {VARIANTS}")
+    cohort = load_cohort(data)
+    if not cohort.split("train") or not cohort.split("test"):
+        raise ConfigError("a study needs graded train and test cases (an OAI-ZIB-CM style cohort)", data)
+    overrides = {"cache_dir": str(out / "cache"), **(overrides or {})}
+    timings: dict[str, float] = {}
+    grid = [(b, v) for b in backbones for v in variants]
+    checkpoints: dict[str, Path] = {}
+    with Progress("study", total=len(grid), unit="model") as progress:
+        for backbone, variant in grid:
+            t0 = time.perf_counter()
+            name = model_dir_name(backbone, variant)
+            checkpoints[name] = _train_one(data, out / "models" / name, backbone, variant, preset, overrides)
+            _predict_one(checkpoints[name], data, out / "predictions", name, overrides["cache_dir"])
+            timings[name] = round(time.perf_counter() - t0, 1)
+            progress.update(1, model=name, seconds=timings[name])
+    t0 = time.perf_counter()
+    analyses = run_analyses(cohort, out, checkpoints, saliency_cases, resamples, saliency_method)
+    timings["analyses"] = round(time.perf_counter() - t0, 1)
+    from kneeoa.report.study_report import build_study_report
+
+    report = build_study_report(out, cohort, analyses, preset, timings)
+    (out / "study.json").write_text(json.dumps({"preset": preset, "data": str(Path(data).resolve()),
+                                                "timings_s": timings, "report": str(report)}, indent=2))
+    return {"report": report, "timings": timings, **analyses}
+
+
+def _train_one(data, run_dir: Path, backbone: str, variant: str, preset: str, overrides: dict) -> Path:
+    """Train unless a finished run is there; resume an interrupted one."""
+    from kneeoa.engine.rundir import RunDir
+    from kneeoa.engine.train import train
+
+    run = RunDir(run_dir)
+    meta = run.state_meta() if run.is_run() else None
+    if meta and meta.get("finished") and run.last.is_file():
+        return run.last
+    result = train(data, backbone, variant, out=run_dir, preset=preset, overrides=overrides, resume=run.is_run())
+    return Path(result["checkpoint"])
+
+
+def _predict_one(checkpoint: Path, data, pred_dir: Path, name: str, cache_dir: str) -> None:
+    from kneeoa.engine.predict import predict
+
+    done = [pred_dir / f"{name}_{s}" for s in ("preds.csv", "metrics.csv", "embeddings.npz")]
+    if all(p.is_file() for p in done):
+        return
+    predict(checkpoint, data, pred_dir, split="test", embeddings=True, cache_dir=cache_dir, overwrite=True)
+
+
+def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases: int, resamples: int,
+                 saliency_method: str) -> dict[str, Any]:
+    """Statistics, latent geometry and saliency over whatever models the study holds."""
+    from kneeoa.analysis.compare import compare_dual_vs_single, write_stats_csv
+    from kneeoa.analysis.latent import analyse_files, write_latent_outputs
+    from kneeoa.analysis.plots import delta_bar_chart, forest_plot, save_figure
+    from kneeoa.data.tables import read_table, write_table
+
+    tables, figures = out / "tables", out / "figures"
+    pred_dir = out / "predictions"
+    metric_rows = []
+    for name in checkpoints:
+        for row in read_table(pred_dir / f"{name}_metrics.csv"):
+            metric_rows.append({**_split_model(name), **row})
+    write_table(tables / "model_metrics.csv", metric_rows, list(metric_rows[0]))
+    stats = compare_dual_vs_single(pred_dir, n_resamples=resamples)
+    if stats.rows:
+        write_stats_csv(tables / "stats.csv", stats.rows)
+        save_figure(forest_plot(stats.rows), figures / "forest.png")
+        save_figure(delta_bar_chart(stats.rows), figures / "deltas.png")
+    latent = analyse_files(sorted(pred_dir.glob("*_embeddings.npz")))
+    latent_paths = write_latent_outputs(latent, tables)
+    (figures / "pca_grid.png").write_bytes(latent_paths["figure"].read_bytes())
+    saliency = run_saliency(cohort, out, checkpoints, saliency_cases, saliency_method)
+    return {"metrics": metric_rows, "stats": stats, "latent": [r["row"] for r in latent], "saliency": saliency}
+
+
+def _split_model(name: str) -> dict[str, str]:
+    backbone, _, variant = name.partition("_")
+    return {"backbone": backbone, "variant": variant}
+
+
+def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, method: str) -> dict[str, Any]:
+    """Saliency maps of the first `n_cases` masked test cases for every model; mean overlap per model."""
+    from kneeoa.analysis.saliency_job import SaliencyCase, run_saliency_cases
+    from kneeoa.data.tables import write_table
+    from kneeoa.engine.devices import resolve_device
+    from kneeoa.engine.inference import load_model
+
+    cases = [SaliencyCase(c.case_id, c.image, c.mask, c.kl) for c in cohort.split("test") if c.mask][:n_cases]
+    summary, maps = [], {}
+    if not cases:
+        return {"rows": [], "maps": {}, "cases": []}
+    device = resolve_device("auto", quiet=True)
+    for name, checkpoint in checkpoints.items():
+        target_dir = out / "saliency" / name
+        model, _card = load_model(checkpoint, device)
+        result = run_saliency_cases(model, cases, target_dir, method=method)
+        maps[name] = result["maps"]
+        rows = result["rows"]
+        if rows:
+            numeric = [k for k in rows[0] if k not in ("case_id", "kl", "target")]
+            mean = {k: sum(float(r[k]) for r in rows) / len(rows) for k in numeric}
+            summary.append({**_split_model(name), "n_cases": len(rows), **mean})
+    if summary:
+        write_table(out / "tables" / "saliency_overlap.csv", summary, list(summary[0]))
+    return {"rows": summary, "maps": maps, "cases": cases}
