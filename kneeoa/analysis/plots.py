@@ -1,0 +1,153 @@
+"""Figures of the analyses (matplotlib, Agg backend): forest plot, delta bar chart, PCA grid.
+
+Each builder returns a matplotlib Figure; `save_figure` writes it atomically and closes it. The
+report embeds the same Figure objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneeoa.utils.atomic import atomic_path
+
+BACKBONE_NAMES = {"resnet3d": "ResNet3D", "m3t": "M3T", "mamba": "nnMamba", "nnmamba": "nnMamba",
+                  "resnet3d-monai": "ResNet3D (MONAI)", "resnet3d_monai": "ResNet3D (MONAI)"}
+VARIANT_NAMES = {"single_oa": "Single-OA", "single_kl": "Single-KL", "dual": "Dual"}
+VARIANT_ORDER = ("single_oa", "single_kl", "dual")
+BACKBONE_ORDER = ("resnet3d", "m3t", "mamba", "nnmamba")
+KL_COLOURS = ("#2166ac", "#67a9cf", "#fddb7f", "#ef8a62", "#b2182b")  # KL 0..4, diverging at the OA cut
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display on servers, no Tk inside Slicer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 130) -> Path:
+    """Write a figure (format from the suffix) atomically, then close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    pyplot().close(fig)
+    return path
+
+
+def forest_plot(rows: Sequence[dict[str, Any]], title: str = "Dual vs Single: delta with 95% CI") -> Any:
+    """Forest plot of the stats rows: one line per backbone x metric, delta and CI, filled if FDR-significant."""
+    plt = pyplot()
+    rows = list(rows)
+    fig, ax = plt.subplots(figsize=(6.8, 0.34 * max(len(rows), 1) + 1.2))
+    labels = []
+    for pos, row in enumerate(rows):
+        y = len(rows) - 1 - pos
+        delta, lo, hi = (float(row[k]) for k in ("delta", "ci_lo", "ci_hi"))
+        significant = bool(row.get("sig_fdr_0.05"))
+        colour = "#b2182b" if significant else "#404040"
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.plot([lo, hi], [y, y], color=colour, lw=1.6)
+        ax.plot([delta], [y], "o", color=colour, mfc=colour if significant else "white", ms=6)
+        q = row.get("q_value_BH")
+        ax.text(1.02, y, _q_label(q), transform=ax.get_yaxis_transform(),
+                va="center", fontsize=7, color=colour)
+        labels.append(f"{_backbone(row['backbone'])}  {row['task']} {row['metric']}")
+    ax.axvline(0.0, color="#999999", lw=0.8, ls="--")
+    ax.set_yticks(range(len(rows)), labels[::-1], fontsize=8)
+    ax.set_xlabel("delta = Dual - Single  (filled: q < 0.05)")
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def delta_bar_chart(rows: Sequence[dict[str, Any]], title: str = "Dual - Single per metric") -> Any:
+    """Grouped bars of delta with CI whiskers: metrics on x, one bar per backbone; * marks q < 0.05."""
+    plt = pyplot()
+    rows = list(rows)
+    metrics = list(dict.fromkeys(f"{r['task']} {r['metric']}" for r in rows))
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.2 * max(len(metrics), 1) + 2.0, 3.4))
+    width = 0.8 / max(len(backbones), 1)
+    colours = plt.get_cmap("tab10").colors
+    for b_index, backbone in enumerate(backbones):
+        label = _backbone(backbone)  # one legend entry per backbone
+        for row in (r for r in rows if r["backbone"] == backbone):
+            x = metrics.index(f"{row['task']} {row['metric']}") + (b_index - (len(backbones) - 1) / 2) * width
+            delta, lo, hi = (float(row[k]) for k in ("delta", "ci_lo", "ci_hi"))
+            err = None if not (np.isfinite(lo) and np.isfinite(hi)) else [[max(delta - lo, 0)], [max(hi - delta, 0)]]
+            ax.bar(x, delta, width=width, color=colours[b_index % 10], yerr=err, capsize=2, ecolor="#333333",
+                   label=label)
+            label = None
+            if row.get("sig_fdr_0.05"):
+                top = hi if np.isfinite(hi) and delta >= 0 else (lo if np.isfinite(lo) else delta)
+                ax.text(x, top, "*", ha="center", va="bottom" if delta >= 0 else "top", fontsize=11)
+    ax.axhline(0.0, color="#666666", lw=0.8)
+    ax.set_xticks(range(len(metrics)), metrics, fontsize=8)
+    ax.set_ylabel("delta (Dual - Single)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def pca_grid(models: Sequence[dict[str, Any]], title: str = "Test embeddings on the train-fitted PCA") -> Any:
+    """PC1 vs PC2 of the test subjects, coloured by KL: rows = backbones, columns = variants.
+
+    Each model: {"backbone", "variant", "test_pc" (n,2), "test_kl" (n,), optional "train_pc" (m,2),
+    "abs_rho_pc1_kl"}. Training points are drawn faintly behind.
+    """
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+
+    models = list(models)
+    backbones = _ordered({m["backbone"] for m in models}, BACKBONE_ORDER)
+    variants = _ordered({m["variant"] for m in models}, VARIANT_ORDER)
+    fig, axes = plt.subplots(max(len(backbones), 1), max(len(variants), 1), squeeze=False,
+                             figsize=(3.0 * max(len(variants), 1), 2.8 * max(len(backbones), 1) + 0.6))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for model in models:
+        ax = axes[backbones.index(model["backbone"]), variants.index(model["variant"])]
+        ax.set_axis_on()
+        train = model.get("train_pc")
+        if train is not None and len(train):
+            ax.scatter(train[:, 0], train[:, 1], s=5, c="#d0d0d0", lw=0)
+        test_pc, test_kl = np.asarray(model["test_pc"]), np.asarray(model["test_kl"])
+        for grade, colour in enumerate(KL_COLOURS):
+            pick = test_kl == grade
+            ax.scatter(test_pc[pick, 0], test_pc[pick, 1], s=14, c=colour, edgecolors="#333333", linewidths=0.3)
+        rho = model.get("abs_rho_pc1_kl")
+        subtitle = f"{_backbone(model['backbone'])} {VARIANT_NAMES.get(model['variant'], model['variant'])}"
+        ax.set_title(subtitle + ("" if rho is None or not np.isfinite(rho) else f"\n|rho(PC1,KL)|={rho:.2f}"), fontsize=8)
+        ax.set_xlabel("PC1", fontsize=7)
+        ax.set_ylabel("PC2", fontsize=7)
+        ax.tick_params(labelsize=6)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=f"KL {k}") for k, c in enumerate(KL_COLOURS)]
+    handles.append(Line2D([], [], marker="o", ls="", color="#d0d0d0", label="train"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return fig
+
+
+def _q_label(q: Any) -> str:
+    if q is None or q == "" or not np.isfinite(float(q)):
+        return ""
+    return "q<0.001" if float(q) < 0.001 else f"q={float(q):.3f}"
+
+
+def _backbone(name: str) -> str:
+    return BACKBONE_NAMES.get(name, name)
+
+
+def _ordered(names: set[str], order: Sequence[str]) -> list[str]:
+    return [n for n in order if n in names] + sorted(names - set(order))

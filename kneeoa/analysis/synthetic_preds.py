@@ -1,0 +1,77 @@
+"""Synthetic per-subject prediction CSVs in the `kneeoa predict` format, for tests, benchmarks and docs.
+
+Nine files `<backbone>_<variant>_preds.csv` for one shared set of subjects and labels; each model gets
+its own skill, so the Dual-vs-Single deltas are non-trivial. Not a model of anything: only the file
+format and the label structure (KL 0..4, OA = KL >= 2) are real.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from kneeoa.hierarchy import N_KL, OA_THRESHOLD
+from kneeoa.utils.atomic import atomic_path
+
+PAPER_TEST_KL_COUNTS = (21, 12, 22, 28, 15)  # the 98 graded OAI-ZIB-CM test knees
+PRED_COLUMNS = ["CMT_ID", "label_kl", "pred_kl", "label_oa", "prob_oa", "pred_oa", "prob_oa_from_kl",
+                *(f"prob_kl_{k}" for k in range(N_KL))]
+SINGLE_OA_COLUMNS = ["CMT_ID", "label_kl", "label_oa", "prob_oa", "pred_oa"]
+
+
+def kl_labels(n_subjects: int) -> np.ndarray:
+    """KL grades for n subjects in the paper's test proportions, sorted by grade (like the CMT-ID order)."""
+    share = np.asarray(PAPER_TEST_KL_COUNTS, dtype=float) / sum(PAPER_TEST_KL_COUNTS)
+    counts = np.floor(share * n_subjects).astype(int)
+    for k in np.argsort(-(share * n_subjects - counts))[: n_subjects - counts.sum()]:
+        counts[k] += 1
+    return np.repeat(np.arange(N_KL), counts)
+
+
+def write_synthetic_predictions(out_dir: str | Path, n_subjects: int = 98, seed: int = 0,
+                                backbones: tuple[str, ...] = ("resnet3d", "m3t", "mamba"),
+                                first_id: int = 405) -> dict[tuple[str, str], Path]:
+    """Write the prediction CSVs of every backbone x variant; returns {(backbone, variant): path}."""
+    rng = np.random.default_rng(seed)
+    kl = kl_labels(n_subjects)
+    oa = (kl >= OA_THRESHOLD).astype(int)
+    ids = np.arange(first_id, first_id + n_subjects)
+    written: dict[tuple[str, str], Path] = {}
+    for backbone in backbones:
+        for variant in ("single_oa", "single_kl", "dual"):
+            skill = rng.uniform(0.4, 1.6)
+            kl_probs = _kl_probs(kl, skill, rng)
+            oa_from_kl = kl_probs[:, OA_THRESHOLD:].sum(axis=1)
+            if variant == "single_kl":
+                prob_oa = oa_from_kl
+            else:  # an OA head of its own: noisy logit around the truth
+                prob_oa = 1.0 / (1.0 + np.exp(-(skill * 2.5 * (2 * oa - 1) + rng.normal(0, 2.0, n_subjects))))
+            path = Path(out_dir) / f"{backbone}_{variant}_preds.csv"
+            rows = []
+            for i in range(n_subjects):
+                row = {"CMT_ID": int(ids[i]), "label_kl": int(kl[i]), "label_oa": int(oa[i]),
+                       "prob_oa": float(prob_oa[i]), "pred_oa": int(prob_oa[i] >= 0.5)}
+                if variant != "single_oa":
+                    row.update({"pred_kl": int(kl_probs[i].argmax()), "prob_oa_from_kl": float(oa_from_kl[i])})
+                    row.update({f"prob_kl_{k}": float(kl_probs[i, k]) for k in range(N_KL)})
+                rows.append(row)
+            _write_csv(path, rows, SINGLE_OA_COLUMNS if variant == "single_oa" else PRED_COLUMNS)
+            written[(backbone, variant)] = path
+    return written
+
+
+def _kl_probs(kl: np.ndarray, skill: float, rng: np.random.Generator) -> np.ndarray:
+    # ordinal logits peaked at the true grade, blurred by noise: a noisy but better-than-chance grader
+    grades = np.arange(N_KL)
+    logits = -skill * (grades[None, :] - kl[:, None]) ** 2 / 2.0 + rng.normal(0, 1.0, (len(kl), N_KL))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

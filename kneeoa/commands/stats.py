@@ -1,0 +1,54 @@
+"""`kneeoa stats`: the Dual-vs-Single statistics (McNemar, paired bootstrap, BH) over nine prediction CSVs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "stats", help="Dual vs Single paired statistics over <backbone>_<variant>_preds.csv files",
+        description="Reads <backbone>_<variant>_preds.csv (backbone resnet3d|m3t|mamba|nnmamba, variant "
+                    "single_oa|single_kl|dual) from PREDS_DIR, runs the 18-test protocol (McNemar for OA accuracy, "
+                    "paired bootstrap otherwise, Benjamini-Hochberg over the family) and writes one row per test.")
+    p.add_argument("preds_dir", metavar="PREDS_DIR", help="folder with the prediction CSVs")
+    p.add_argument("--out", required=True, help="output CSV (one row per test)")
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples B (default 10000)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the one generator shared by all tests (default 42)")
+    p.add_argument("--plot", metavar="PNG", help="also write a forest plot (delta with 95%% CI per test)")
+    p.add_argument("--bars", metavar="PNG", help="also write a bar chart of the deltas")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from kneeoa.analysis.compare import compare_dual_vs_single, write_stats_csv
+    from kneeoa.errors import ConfigError
+    from kneeoa.progress import emit
+
+    if args.resamples < 1:
+        raise ConfigError(f"--resamples must be positive, got {args.resamples}")
+    start = time.perf_counter()
+    result = compare_dual_vs_single(args.preds_dir, n_resamples=args.resamples, seed=args.seed)
+    out = write_stats_csv(args.out, result.rows)
+    for line in result.skipped:
+        print(f"skipped {line}")
+    for row in result.rows:
+        mark = "*" if row["sig_fdr_0.05"] else " "
+        print(f"{row['backbone']:>9} {row['task']} {row['metric']:<5} single {row['single']:.3f} dual {row['dual']:.3f} "
+              f"delta {row['delta']:+.3f} [{row['ci_lo']:+.3f}, {row['ci_hi']:+.3f}] p {row['p_value']:.4f} "
+              f"q {row['q_value_BH']:.4f}{mark}")
+    figures = {}
+    if (args.plot or args.bars) and result.rows:
+        from kneeoa.analysis.plots import delta_bar_chart, forest_plot, save_figure
+
+        if args.plot:
+            figures["forest"] = str(save_figure(forest_plot(result.rows), args.plot))
+        if args.bars:
+            figures["bars"] = str(save_figure(delta_bar_chart(result.rows), args.bars))
+    seconds = time.perf_counter() - start
+    print(f"{len(result.rows)} tests, B={args.resamples}, {seconds:.1f} s -> {out}")
+    emit("result", task="stats", out=str(out), n_tests=len(result.rows), skipped=result.skipped,
+         figures=figures, seconds=round(seconds, 3))
+    return 0
