@@ -107,3 +107,19 @@ def test_nnmamba_output_does_not_depend_on_the_scan_chunk():
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(big(x).kl_logits, small(x).kl_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_mixer_chunks_carry_state_and_conv_history_exactly():
+    torch.manual_seed(0)
+    whole = Mamba(8, d_state=4, d_conv=4, expand=2, chunk_size=1000)
+    pieces = Mamba(8, d_state=4, d_conv=4, expand=2, chunk_size=5)
+    pieces.load_state_dict(whole.state_dict())
+    x = torch.randn(2, 37, 8)
+    results = []
+    for m in (whole, pieces):
+        xi = x.clone().requires_grad_(True)
+        y = m(xi)
+        y.pow(2).sum().backward()
+        results.append((y.detach(), xi.grad, m.in_proj.weight.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

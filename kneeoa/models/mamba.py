@@ -38,38 +38,44 @@ def _scan_block(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
     """Exact scan of one chunk of T tokens from state h0 (b, E, N): returns y (b, T, E) without the D term, h_T.
 
     Two levels keep both the Python loop and memory short: the chunk is cut into m blocks of c ~ sqrt(T)
-    tokens; a c-step recurrence runs in all blocks at once from a zero state, then an m-step recurrence
-    carries the true state across blocks, h = h_local + cumprod(dA) * h_block_start. Only products of
-    dA = exp(delta*A) in (0, 1] appear (no exp of positive sums), so nothing can overflow.
+    tokens laid out step-major (c, b, m, ...) so each step touches contiguous memory. Pass 1 runs the
+    c-step recurrence in all blocks at once from a zero state; an m-step recurrence then carries the true
+    state across blocks (a block's total decay is exp(A * sum(delta))); pass 2 reruns the c steps from the
+    true block-start states and reads y out at each step, so no (T, E, N) state history is kept. Only
+    factors exp(delta*A) in (0, 1] appear (no exp of positive sums): nothing can overflow.
     """
     b, T, E = x.shape
     N = A.shape[1]
     c = 1 << max(0, math.ceil(math.log2(max(T, 1))) // 2)
     m = -(-T // c)
     pad = m * c - T
-    dA = torch.exp(delta.unsqueeze(-1) * A)  # (b, T, E, N)
-    BX = (delta * x).unsqueeze(-1) * B.unsqueeze(2)  # (b, T, E, N)
-    if pad:  # dA = 1, BX = 0: padded steps leave the state unchanged
-        dA = F.pad(dA, (0, 0, 0, 0, 0, pad), value=1.0)
-        BX = F.pad(BX, (0, 0, 0, 0, 0, pad))
-        C = F.pad(C, (0, 0, 0, pad))
-    dA = dA.view(b, m, c, E, N)
-    BX = BX.view(b, m, c, E, N)
+    if pad:  # delta = 0 steps leave the state unchanged (decay 1, input 0)
+        x, delta = F.pad(x, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
+
+    def step_major(t: Tensor) -> Tensor:  # (b, m*c, K) -> (c, b, m, K)
+        return t.reshape(b, m, c, t.shape[-1]).permute(2, 0, 1, 3).contiguous()
+
+    delta_s = step_major(delta)
+    dA = torch.exp(delta_s.unsqueeze(-1) * A)  # (c, b, m, E, N)
+    BX = (delta_s * step_major(x)).unsqueeze(-1) * step_major(B).unsqueeze(-2)  # (c, b, m, E, N)
+    Cs = step_major(C).unsqueeze(-2)  # (c, b, m, 1, N)
     cur = BX.new_zeros(b, m, E, N)
-    local = []
     for j in range(c):
-        cur = dA[:, :, j] * cur + BX[:, :, j]
-        local.append(cur)
-    h_local = torch.stack(local, 2)  # (b, m, c, E, N)
-    decay = torch.cumprod(dA, 2)
+        cur = dA[j] * cur + BX[j]
+    block_decay = torch.exp(delta_s.sum(0).unsqueeze(-1) * A)  # (b, m, E, N)
     starts = []
     h = h0
     for k in range(m):
         starts.append(h)
-        h = decay[:, k, -1] * h + h_local[:, k, -1]
-    states = h_local + decay * torch.stack(starts, 1).unsqueeze(2)
-    y = torch.einsum("bmcen,bmcn->bmce", states, C.reshape(b, m, c, N))
-    return y.reshape(b, m * c, E)[:, :T], h
+        h = block_decay[:, k] * h + cur[:, k]
+    cur = torch.stack(starts, 1)
+    ys = []
+    for j in range(c):
+        cur = dA[j] * cur + BX[j]
+        ys.append((cur * Cs[j]).sum(-1))  # (b, m, E)
+    y = torch.stack(ys, 2).reshape(b, m * c, E)  # (b, m, c, E) -> token order
+    return y[:, :T], h
 
 
 def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -175,12 +181,34 @@ class Mamba(nn.Module):
         return torch.func.functional_call(twin, dict(self.named_parameters()), (x,))
 
     def _forward_torch(self, x: Tensor) -> Tensor:
+        # The whole mixer (projections, causal conv, scan, gate) runs chunk by chunk along L, carrying the
+        # SSM state and re-reading d_conv-1 tokens of history, so memory is O(chunk) besides input/output.
         L = x.shape[1]
+        chunk = self.chunk_size or (131072 if x.is_cuda else 4096)
+        h = x.new_zeros(x.shape[0], self.d_inner, self.d_state, dtype=torch.float32)
+        if L <= chunk:
+            return self._mix(x, 0, h)[0]
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        outs = []
+        for start in range(0, L, chunk):
+            history = min(start, self.d_conv - 1)
+            piece = x[:, start - history:start + chunk]
+            if grad:  # recompute in backward: activations of one chunk at a time
+                out, h = checkpoint(self._mix, piece, history, h, use_reentrant=False)
+            else:
+                out, h = self._mix(piece, history, h)
+            outs.append(out)
+        return torch.cat(outs, 1)
+
+    def _mix(self, x: Tensor, history: int, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Mixer on x (b, history + T, d_model) whose first `history` tokens only feed the causal conv."""
+        T = x.shape[1] - history
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        xs = F.silu(self.conv1d(xs.transpose(1, 2))[..., :L]).transpose(1, 2)  # causal depthwise conv
+        xs = F.silu(self.conv1d(xs.transpose(1, 2))[..., history:history + T]).transpose(1, 2)
+        z = z[:, history:]
         dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log.float())
-        chunk = self.chunk_size or (32768 if x.is_cuda else 4096)
-        y = selective_scan(xs, delta, A, B, C, self.D, chunk_size=chunk)
-        return self.out_proj(y * F.silu(z))
+        y, h = _scan_block(xs.float(), delta.float(), A, B.float(), C.float(), h)
+        y = (y + xs.float() * self.D.float()).to(xs.dtype)
+        return self.out_proj(y * F.silu(z)), h
