@@ -90,7 +90,7 @@ def train_steps(spec: ModelSpec, device: torch.device, bf16: bool, channels_last
     torch.manual_seed(0)
     model = build_model(spec).to(device)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = model.to_channels_last_3d()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     x = torch.randn(2, 1, *spec.input_shape, device=device)
     if channels_last:

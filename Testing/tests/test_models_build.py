@@ -124,3 +124,17 @@ def test_resnet3d_is_dilated_with_output_stride_8():
     assert bb.layer3[0].conv1.dilation == (2, 2, 2) and bb.layer4[0].conv1.dilation == (4, 4, 4)
     x = bb.maxpool(bb.relu(bb.bn1(bb.conv1(torch.randn(1, 1, 32, 32, 32)))))
     assert bb.layer4(bb.layer3(bb.layer2(bb.layer1(x)))).shape[2:] == (4, 4, 4)
+
+
+@pytest.mark.parametrize("backbone", ["m3t", "resnet3d"])
+def test_channels_last_3d_changes_layout_not_outputs(backbone):
+    torch.manual_seed(0)
+    model = build_model(tiny(backbone, "dual")).eval()
+    x = torch.randn(1, 1, *SHAPE)
+    with torch.no_grad():
+        before = model(x).kl_logits
+        model.to_channels_last_3d()
+        after = model(x.contiguous(memory_format=torch.channels_last_3d)).kl_logits
+    conv3d = next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv3d.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-5)

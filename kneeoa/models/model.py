@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 from kneeoa.errors import InputError
@@ -41,3 +42,14 @@ class KneeOAModel(nn.Module):
 
     def forward(self, x: Tensor) -> ModelOutput:
         return self.forward_head(self.forward_features(x))
+
+    def to_channels_last_3d(self) -> KneeOAModel:
+        """channels_last_3d layout for the 3D convolution weights only.
+
+        `Module.to(memory_format=torch.channels_last_3d)` raises on any 4-D weight (M3T's 2D ResNet), so
+        training code should call this instead; outputs are unchanged, only the memory layout differs.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+        return self
