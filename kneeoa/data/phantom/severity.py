@@ -1,0 +1,147 @@
+"""Labels of a phantom case without its image: latent severity, true KL, reader-noisy KL, subject data.
+
+Severity `g` is continuous in [0, 5): the true KL grade is `floor(g)` and the fraction inside a grade
+says how far the knee is towards the next one. Its distribution is piecewise uniform; the mass of each
+grade (`TRUE_BALANCE`) is chosen so that, after reader noise, the *recorded* grades have the OAI-ZIB-CM
+class balance (reader noise moves knees into the small KL1 class, so fewer knees are truly KL1). Cases
+walk through the distribution on a Weyl (golden ratio) sequence, so any cohort of N cases is within
+about one case per grade of the true balance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kneeoa.hierarchy import N_KL, oa_from_kl
+
+# OAI-ZIB-CM KL balance of the paper's 481 graded knees (train 82/46/86/111/58 + test 21/12/22/28/15).
+KL_BALANCE = (0.214, 0.121, 0.225, 0.289, 0.151)
+# A reader moves the true grade by one step with this probability (towards the nearer grade
+# boundary; never off the 0..4 scale), which gives unweighted Cohen's kappa about 0.62 vs the truth.
+READER_FLIP_PROB = 0.35
+UNGRADED_PROB = 0.045  # OAI-ZIB-CM: 26 of 507 knees (5 %) have no KL grade
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_P_SUBJECT = 999_983  # prime: n -> (a n + b) mod p is a bijection, so IDs never collide
+
+
+def reader_transition(flip_prob: float = READER_FLIP_PROB) -> np.ndarray:
+    """T[recorded, true]: expected reader confusion (up/down equally likely; off-scale moves stay put)."""
+    t = np.zeros((N_KL, N_KL))
+    for k in range(N_KL):
+        up = flip_prob / 2 if k < N_KL - 1 else 0.0
+        down = flip_prob / 2 if k > 0 else 0.0
+        t[k, k] = 1.0 - up - down
+        if up:
+            t[k + 1, k] = up
+        if down:
+            t[k - 1, k] = down
+    return t
+
+
+def true_balance(flip_prob: float = READER_FLIP_PROB) -> tuple[float, ...]:
+    """True-grade masses whose reader-noisy grades have the OAI-ZIB-CM balance `KL_BALANCE`."""
+    masses = np.linalg.solve(reader_transition(flip_prob), np.asarray(KL_BALANCE))
+    masses = np.clip(masses, 0.01, None)
+    return tuple(float(m) for m in masses / masses.sum())
+
+
+TRUE_BALANCE = true_balance()
+
+
+@dataclass(frozen=True)
+class CaseLabels:
+    """Everything the tables say about one phantom knee."""
+
+    case_number: int
+    severity: float  # latent g in [0, 5)
+    true_kl: int
+    recorded_kl: int | None  # None = ungraded (blank KLGrade)
+    knee_side: str  # "right" | "left"
+    gender: int  # 1 male, 2 female (OAI coding)
+    age: int
+    bmi: float
+    subject_id: int
+    mr_barcode: str
+    path: str
+
+    @property
+    def oa(self) -> int | None:
+        """OA from the recorded grade (what a study would use), None when ungraded."""
+        return None if self.recorded_kl is None else oa_from_kl(self.recorded_kl)
+
+
+def case_rng(seed: int, case_number: int, stream: int) -> np.random.Generator:
+    """Independent RNG per (seed, case, stream): results never depend on worker count or order."""
+    return np.random.default_rng([int(seed), int(case_number), int(stream)])
+
+
+def severity_of(seed: int, case_number: int) -> float:
+    """Latent severity g in [0, 5) of a case: inverse piecewise-uniform CDF of a Weyl sequence point."""
+    u0 = np.random.default_rng([int(seed), 0xC0FFEE]).random()
+    u = (u0 + case_number * _GOLDEN) % 1.0
+    edges = np.concatenate([[0.0], np.cumsum(TRUE_BALANCE)])
+    edges[-1] = 1.0
+    grade = int(min(np.searchsorted(edges, u, side="right") - 1, N_KL - 1))
+    within = (u - edges[grade]) / (edges[grade + 1] - edges[grade])
+    return float(min(grade + within, N_KL - 1e-6))
+
+
+def true_kl_of(severity: float) -> int:
+    """True KL grade = floor of the severity."""
+    return int(min(max(math.floor(severity), 0), N_KL - 1))
+
+
+def reader_kl(severity: float, rng: np.random.Generator, flip_prob: float = READER_FLIP_PROB) -> int:
+    """A reader's grade: the true grade, moved one step with `flip_prob` towards the nearer boundary."""
+    kl = true_kl_of(severity)
+    flip, toss = rng.random(), rng.random()
+    if flip >= flip_prob:
+        return kl
+    step = 1 if toss < severity - kl else -1  # near the top of a grade a reader tends to over-call it
+    return int(min(max(kl + step, 0), N_KL - 1))
+
+
+def case_labels(seed: int, case_number: int) -> CaseLabels:
+    """Severity, grades and plausible subject data of one case (stream 0 of its RNG)."""
+    rng = case_rng(seed, case_number, 0)
+    g = min(round(severity_of(seed, case_number), 4), N_KL - 1e-4)  # as stored in the table
+    recorded = reader_kl(g, rng)
+    ungraded = rng.random() < UNGRADED_PROB
+    side = "right" if rng.random() < 0.55 else "left"
+    gender = 2 if rng.random() < 0.58 else 1  # OAI is ~58 % women
+    age = int(np.clip(round(rng.normal(58.0 + 2.2 * g, 8.5)), 45, 79))  # OAI enrolled ages 45-79
+    bmi = float(np.clip(round(rng.normal(27.0 + 0.8 * g, 4.2), 1), 17.5, 48.0))
+    salt = int(np.random.default_rng([int(seed), 0xBEEF]).integers(0, _P_SUBJECT))
+    subject_id = 9_000_000 + (7919 * case_number + salt) % _P_SUBJECT
+    barcode = f"0166{(104_729 * case_number + 3 * salt) % 99_999_989:08d}"
+    visit = 20040000 + int(rng.integers(2, 13)) * 100 + int(rng.integers(1, 29)) + 10000 * int(rng.integers(0, 3))
+    return CaseLabels(
+        case_number=case_number, severity=g, true_kl=true_kl_of(g),
+        recorded_kl=None if ungraded else recorded, knee_side=side, gender=gender, age=age, bmi=bmi,
+        subject_id=subject_id, mr_barcode=barcode, path=f"0.C.2/{subject_id}/{visit}/{barcode[-8:]}",
+    )
+
+
+def cohens_kappa(a: np.ndarray, b: np.ndarray, weights: str | None = None, n_classes: int = N_KL) -> float:
+    """Cohen's kappa of two integer ratings (weights None, 'linear' or 'quadratic'); nan if undefined."""
+    a, b = np.asarray(a, dtype=int), np.asarray(b, dtype=int)
+    if a.size == 0:
+        return float("nan")
+    observed = np.zeros((n_classes, n_classes))
+    np.add.at(observed, (a, b), 1.0)
+    observed /= observed.sum()
+    expected = np.outer(observed.sum(1), observed.sum(0))
+    i, j = np.indices((n_classes, n_classes))
+    if weights is None:
+        w = (i != j).astype(float)
+    elif weights == "linear":
+        w = np.abs(i - j).astype(float)
+    elif weights == "quadratic":
+        w = ((i - j) ** 2).astype(float)
+    else:
+        raise ValueError(f"weights must be None, 'linear' or 'quadratic', got {weights!r}")
+    denom = (w * expected).sum()
+    return float("nan") if denom == 0 else float(1.0 - (w * observed).sum() / denom)
