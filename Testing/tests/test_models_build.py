@@ -138,3 +138,9 @@ def test_channels_last_3d_changes_layout_not_outputs(backbone):
     conv3d = next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d))
     assert conv3d.weight.is_contiguous(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-5)
+
+
+def test_monai_conv1_stride_option_reaches_the_network():
+    model = build_model(ModelSpec("resnet3d-monai", "dual", input_shape=SHAPE, width=4, options={"conv1_stride": 1}))
+    assert model.backbone.net.conv1.stride == (1, 1, 1)
+    assert build_model(tiny("resnet3d-monai", "dual")).backbone.net.conv1.stride == (2, 2, 2)

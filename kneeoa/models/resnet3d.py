@@ -48,16 +48,17 @@ class MonaiResNet3D(nn.Module):
     """MONAI's `resnet18` (Hara 3D-ResNet, strided layers 2-4) used as an embedding extractor.
 
     Same network as `monai.networks.nets.resnet18(spatial_dims=3, n_input_channels=1, feed_forward=False)`,
-    built through `ResNet` so the width can change; conv1 7^3 stride 2 like the MedicalNet variant.
+    built through `ResNet` so the width can change. conv1 is 7^3 with stride 2 like the MedicalNet variant;
+    `conv1_stride=1` is MONAI's own default, which costs ~8x the activation memory at 160x256x256.
     """
 
-    def __init__(self, width: int = 64, layers: Sequence[int] = (2, 2, 2, 2)):
+    def __init__(self, width: int = 64, layers: Sequence[int] = (2, 2, 2, 2), conv1_stride: int = 2):
         super().__init__()
         from monai.networks.nets import ResNet
 
         w = width
         self.net = ResNet(block="basic", layers=list(layers), block_inplanes=[w, 2 * w, 4 * w, 8 * w],
-                          spatial_dims=3, n_input_channels=1, conv1_t_size=7, conv1_t_stride=2,
+                          spatial_dims=3, n_input_channels=1, conv1_t_size=7, conv1_t_stride=conv1_stride,
                           shortcut_type="B", feed_forward=False, act=("relu", {"inplace": False}))
         self.embedding_dim = 8 * w
 
