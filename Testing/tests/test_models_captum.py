@@ -27,7 +27,7 @@ def test_wrapper_returns_one_tensor_per_head():
 
 @pytest.mark.parametrize("backbone,width", [("resnet3d", 4), ("m3t", 8), ("nnmamba", 4), ("resnet3d-monai", 4)])
 def test_saliency_through_the_kl_head(backbone, width):
-    x = torch.randn(1, 1, *SHAPE)
+    x = torch.randn(1, 1, *SHAPE, requires_grad=True)
     attr = Saliency(ScalarTarget(model_for(backbone, width=width), "kl")).attribute(x, target=3)
     assert attr.shape == x.shape and torch.isfinite(attr).all() and attr.abs().sum() > 0
 
