@@ -11,7 +11,9 @@ from kneeoa.slicer import display, nodes, results
 RESULT = {
     "kl_probs": [0.05, 0.10, 0.15, 0.50, 0.20], "oa_prob": 0.83, "pred_kl": 3, "pred_oa": 1,
     "consistent_kl": 3, "heads_agree": True, "saliency_path": "/tmp/s.nii.gz",
-    "overlap": {"mass@ROI": 0.4123, "compartments": {"femoral": {"mass@ROI": 0.2}, "medial_tibial": {"mass@ROI": 0.15}}},
+    "overlap": {"mass_roi": 0.4123, "roi_voxels": 400, "top5_roi": 0.42, "dice5": 0.093,
+                "femoral": {"mass_roi": 0.2, "roi_voxels": 200}, "medial_tibial": {"mass_roi": 0.15},
+                "lateral_tibial": {"mass_roi": 0.0625}},
     "card": {"spec": {"backbone": "resnet3d", "variant": "dual"}, "training_data": "synthetic phantom"},
 }
 
@@ -76,8 +78,16 @@ def test_result_rows_list_probabilities_agreement_and_per_compartment_mass():
     assert rows["OA (KL >= 2)"] == "yes"
     assert [rows[f"P(KL = {g})"] for g in range(5)] == ["0.050", "0.100", "0.150", "0.500", "0.200"]
     assert rows["Heads agree"] == "yes"
-    assert rows["Saliency mass@ROI"] == "0.412"
-    assert rows["Saliency compartments / medial_tibial / mass@ROI"] == "0.150"
+    assert rows["Saliency mass on cartilage"] == "0.412"
+    assert rows["Top 5% saliency voxels on cartilage"] == "0.420"
+    assert rows["Dice of top 5% with cartilage"] == "0.093"
+    assert [rows[f"Saliency mass on {c} cartilage"] for c in ("femoral", "medial tibial", "lateral tibial")] == \
+        ["0.200", "0.150", "0.062"]
+
+
+def test_overlap_in_an_unknown_layout_is_still_shown():
+    rows = dict(results.result_rows({**RESULT, "overlap": {"mass": {"cartilage": 0.3}}}))
+    assert rows["Saliency mass / cartilage"] == "0.300"
 
 
 def test_result_rows_of_a_single_oa_model_say_n_a_for_kl():

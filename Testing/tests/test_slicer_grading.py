@@ -126,7 +126,7 @@ def test_grading_a_phantom_case_end_to_end_creates_the_result_nodes(scene, tiny_
     # Saliency on the MRI grid in [0, 1], cartilage outlined, table/chart made and kept on the volume
     assert nodes.same_grid(out.saliency_node, volume)
     saliency, _ = nodes.array_from_volume_node(out.saliency_node)
-    assert saliency.min() >= 0.0 and saliency.max() == pytest.approx(1.0)
+    assert saliency.min() >= 0.0 and 0.0 < saliency.max() <= 1.0
     assert out.cartilage_node.IsA("vtkMRMLSegmentationNode") and out.overlap is not None
     assert results.stored_result(volume)["pred_kl"] == out.pred_kl
     assert results.result_node(volume, results.ROLE_SALIENCY) is out.saliency_node

@@ -172,3 +172,22 @@ def test_loaded_map_takes_the_reference_geometry_and_rejects_another_grid(scene,
     other = write_nifti(tmp_path / "o.nii.gz", np.abs(array)[:-1], affine)
     with pytest.raises(InputError, match="does not match"):
         nodes.load_volume_node(other, "o", scene, reference_node=reference)
+
+
+def test_conversions_leave_no_temporary_nodes_in_the_scene(scene):
+    labels = knee_labels()
+    affine = oblique_affine()
+    volume = nodes.volume_node_from_array(labels.astype(np.float32), affine, "mri", scene)
+    coarse = nodes.volume_node_from_array(labels[::2, ::2, ::2], affine @ np.diag([2, 2, 2, 1]), "c", scene,
+                                          is_label=True)
+    segmentation = nodes.segmentation_from_labelmap(labels, affine, "knee", scene)
+
+    def ids():  # the subject hierarchy is Slicer's one singleton, made on first use
+        return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())
+                if not scene.GetNthNode(i).IsA("vtkMRMLSubjectHierarchyNode")}
+
+    before = ids()
+    nodes.labelmap_from_segmentation(segmentation, volume, scene)
+    nodes.mask_array_for_volume(coarse, volume, scene)  # resampled through a temporary segmentation
+    nodes.segmentation_from_labelmap(labels, affine, "knee", scene, node=segmentation)  # refilled in place
+    assert ids() == before

@@ -179,18 +179,17 @@ def finish(files: GradingFiles, volume_node: Any, mask_node: Any = None, scene: 
         saliency.SetAttribute(OWNED_ATTRIBUTE, "1")
         out.saliency_node = saliency
     elif previous is not None:
-        scene.RemoveNode(previous)
+        nodes.remove_node(previous, scene)
 
     if mask_node is not None and mask_node.IsA("vtkMRMLSegmentationNode"):
         out.cartilage_node = mask_node
     elif mask_node is not None:
-        # A label map is shown as a segmentation we make (and replace when re-grading).
+        # A label map is shown as a segmentation we make (and refill when re-grading).
         old = results.result_node(volume_node, results.ROLE_CARTILAGE)
-        if old is not None and old.GetAttribute(OWNED_ATTRIBUTE) == "1":
-            scene.RemoveNode(old)
+        reuse = old if old is not None and old.GetAttribute(OWNED_ATTRIBUTE) == "1" else None
         labels = nodes.mask_array_for_volume(mask_node, volume_node, scene)
         out.cartilage_node = nodes.segmentation_from_labelmap(labels, nodes.ijk_to_ras(volume_node),
-                                                              f"{name} cartilage", scene)
+                                                              f"{name} cartilage", scene, node=reuse)
         out.cartilage_node.SetAttribute(OWNED_ATTRIBUTE, "1")
     if out.cartilage_node is not None:
         display.show_cartilage_outlines(out.cartilage_node)

@@ -11,6 +11,8 @@ cartilage, 5 lateral tibial cartilage) chosen by segment name.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,31 @@ def _scene(scene: Any = None) -> Any:
     import slicer
 
     return scene if scene is not None else slicer.mrmlScene
+
+
+@contextmanager
+def _scratch(scene: Any, keep: tuple = ()) -> Iterator[None]:
+    """Remove every node added inside the block (temp label maps, their display nodes, the colour tables
+    Slicer's export makes) except `keep`; re-grading then does not pile up hidden nodes."""
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    try:
+        yield
+    finally:
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in added:
+            if node.GetID() not in before and not any(node is k for k in keep) \
+                    and not node.IsA("vtkMRMLSubjectHierarchyNode"):
+                scene.RemoveNode(node)
+
+
+def remove_node(node: Any, scene: Any = None) -> None:
+    """Remove a node with its display and storage nodes (the scene alone leaves those behind)."""
+    scene = _scene(scene)
+    for i in reversed(range(node.GetNumberOfDisplayNodes() if hasattr(node, "GetNumberOfDisplayNodes") else 0)):
+        scene.RemoveNode(node.GetNthDisplayNode(i))
+    if hasattr(node, "GetStorageNode") and node.GetStorageNode() is not None:
+        scene.RemoveNode(node.GetStorageNode())
+    scene.RemoveNode(node)
 
 
 def ijk_to_ras(node: Any) -> np.ndarray:
@@ -143,8 +170,8 @@ def labelmap_from_segmentation(segmentation_node: Any, reference_node: Any, scen
     dims_ijk = tuple(reference_node.GetImageData().GetDimensions())
     out = np.zeros(dims_ijk, dtype=np.uint8)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    temp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__kneeoa_export")
-    try:
+    with _scratch(scene):
+        temp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__kneeoa_export")
         for segment_id, value in values.items():
             if not logic.ExportSegmentsToLabelmapNode(segmentation_node, [segment_id], temp, reference_node):
                 raise InputError(f"cannot export segment {segment_id!r} of {_node_name(segmentation_node)!r}")
@@ -152,8 +179,6 @@ def labelmap_from_segmentation(segmentation_node: Any, reference_node: Any, scen
             if part.shape != dims_ijk:
                 raise InputError(f"segment {segment_id!r} exported on grid {part.shape}, expected {dims_ijk}")
             out[part > 0] = value
-    finally:
-        scene.RemoveNode(temp)
     return out
 
 
@@ -168,12 +193,10 @@ def mask_array_for_volume(mask_node: Any, volume_node: Any, scene: Any = None) -
         return _as_uint8_labels(array, mask_node)
     # Another grid: let Slicer resample it through a temporary segmentation, keeping the label values.
     array, affine = array_from_volume_node(mask_node)
-    segmentation = segmentation_from_labelmap(_as_uint8_labels(array, mask_node), affine,
-                                              "__kneeoa_resample", scene)
-    try:
+    with _scratch(_scene(scene)):
+        segmentation = segmentation_from_labelmap(_as_uint8_labels(array, mask_node), affine,
+                                                  "__kneeoa_resample", scene)
         return labelmap_from_segmentation(segmentation, volume_node, scene)
-    finally:
-        _scene(scene).RemoveNode(segmentation)
 
 
 def _as_uint8_labels(array: np.ndarray, node: Any) -> np.ndarray:
@@ -184,18 +207,21 @@ def _as_uint8_labels(array: np.ndarray, node: Any) -> np.ndarray:
 
 
 def segmentation_from_labelmap(array_ijk: np.ndarray, affine: np.ndarray, name: str,
-                               scene: Any = None) -> Any:
-    """Segmentation node with one segment per label value, named and coloured as KNEE_LABELS."""
+                               scene: Any = None, node: Any = None) -> Any:
+    """Segmentation node (new, or `node` refilled) with one segment per label value, named and coloured
+    as KNEE_LABELS."""
     import slicer
 
     scene = _scene(scene)
-    labels = volume_node_from_array(array_ijk, affine, "__kneeoa_import", scene, is_label=True)
-    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    try:
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    else:
+        node.GetSegmentation().RemoveAllSegments()
+    segmentation_node = node
+    with _scratch(scene, keep=(segmentation_node,)):
+        labels = volume_node_from_array(array_ijk, affine, "__kneeoa_import", scene, is_label=True)
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labels, segmentation_node):
             raise InputError(f"cannot import label map {name!r} into a segmentation")
-    finally:
-        scene.RemoveNode(labels)
     segmentation = segmentation_node.GetSegmentation()
     for i in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(i)

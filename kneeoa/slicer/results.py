@@ -57,9 +57,29 @@ def result_rows(result: dict) -> list[tuple[str, str]]:
     for grade, prob in enumerate(result.get("kl_probs") or []):
         rows.append((f"P(KL = {grade})", float(prob)))
     rows += [("KL consistent with OA", result.get("consistent_kl")), ("Heads agree", result.get("heads_agree"))]
-    overlap = result.get("overlap") or {}
-    rows += [(f"Saliency {name}", value) for name, value in _flatten("", overlap)]
+    rows += overlap_rows(result.get("overlap") or {})
     return [(name, _fmt(value)) for name, value in rows]
+
+
+COMPARTMENT_NAMES = {"femoral": "femoral cartilage", "medial_tibial": "medial tibial cartilage",
+                     "lateral_tibial": "lateral tibial cartilage"}
+
+
+def overlap_rows(overlap: dict) -> list[tuple[str, Any]]:
+    """Saliency-vs-cartilage rows (kneeoa.analysis.overlap keys): mass, top-k share, Dice, per compartment."""
+    if "mass_roi" not in overlap:  # another layout: show it as it is
+        return [(f"Saliency {name}", value) for name, value in _flatten("", overlap)]
+    rows: list[tuple[str, Any]] = [("Saliency mass on cartilage", overlap["mass_roi"])]
+    for key in overlap:
+        if key.startswith("top") and key.endswith("_roi"):
+            percent = key[3:-4]
+            rows.append((f"Top {percent}% saliency voxels on cartilage", overlap[key]))
+            if f"dice{percent}" in overlap:
+                rows.append((f"Dice of top {percent}% with cartilage", overlap[f"dice{percent}"]))
+    for key, label in COMPARTMENT_NAMES.items():
+        if isinstance(overlap.get(key), dict) and "mass_roi" in overlap[key]:
+            rows.append((f"Saliency mass on {label}", overlap[key]["mass_roi"]))
+    return rows
 
 
 def summary_text(result: dict) -> str:
@@ -101,7 +121,7 @@ def card_rows(card: dict | None) -> list[tuple[str, str]]:
 def cartilage_mass(result: dict) -> float | None:
     """Fraction of the saliency mass on the cartilage mask (the paper's mass@ROI), if computed."""
     overlap = result.get("overlap") or {}
-    for key in ("mass@ROI", "mass_at_roi", "mass"):
+    for key in ("mass_roi", "mass@ROI"):
         if isinstance(overlap.get(key), (int, float)):
             return float(overlap[key])
     return None
@@ -119,7 +139,13 @@ def _string_table(table_node: Any, columns: dict[str, list[str]]) -> Any:
         for value in values:
             column.InsertNextValue(str(value))
         table.AddColumn(column)
-    table_node.SetUseColumnNameAsColumnHeader(True)
+    # Column names as the header row, not as an editable first row (Slicer >= 5.11 calls them titles)
+    if hasattr(table_node, "SetUseColumnTitleAsColumnHeader"):
+        for name in columns:
+            table_node.SetColumnTitle(name, name)
+        table_node.SetUseColumnTitleAsColumnHeader(True)
+    else:
+        table_node.SetUseColumnNameAsColumnHeader(True)
     table.Modified()
     table_node.EndModify(was_modifying)
     return table_node
