@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ MASK_LABELS = (0, 1, 2, 3, 4, 5)  # OAI-ZIB-CM: bg, femur, femoral cart., tibia,
 
 
 def plain(obj: Any) -> Any:
-    """numpy/torch scalars and arrays -> JSON-ready Python values (recursively)."""
+    """numpy/torch scalars and arrays -> JSON-ready Python values (recursively); NaN/inf -> None (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

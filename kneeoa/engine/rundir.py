@@ -81,6 +81,14 @@ class RunDir:
             elif path.exists():
                 path.unlink()
 
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Temp files a hard kill left mid-write (atomic writes name them `.<name>.*.tmp*`); never real outputs."""
+        stale = [p for folder in (self.root, self.checkpoints) if folder.is_dir() for p in folder.iterdir()
+                 if p.is_file() and p.name.startswith(".") and ".tmp" in p.name]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def log(self, message: str) -> None:
         """Append a timestamped line to train.log."""
         self.root.mkdir(parents=True, exist_ok=True)

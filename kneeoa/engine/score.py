@@ -96,43 +96,58 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
                  saliency_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
                  shard: str | tuple[int, int] | None = None, workers: int = 0, batch_size: int = 1,
                  device: str = "auto", saliency_method: str = "smoothgrad", target: str = "auto") -> dict:
-    """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total'}."""
-    import torch
-    from torch.utils.data import DataLoader
+    """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total'}.
 
-    from kneeoa.engine.devices import oom_guard, resolve_device
-    from kneeoa.engine.distributed import env_rank
-    from kneeoa.engine.inference import input_shape_of, load_model
-    from kneeoa.progress import Progress
-    from kneeoa.utils.atomic import append_line
+    Under torchrun every rank scores its share (on its own GPU) into the same table.
+    """
+    from kneeoa.engine import distributed
 
     out_csv = Path(out_csv)
     saliency_dir = Path(saliency_dir) if saliency_dir is not None else None
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     shard_ = parse_shard(shard)
-    if shard_ is None and env_rank()[1] > 1:
-        shard_ = (env_rank()[0], env_rank()[1])  # torchrun: every rank takes its share of the cohort
     items = list_cases(folder)
     _check_outputs(out_csv, saliency_dir, items)
-    total = len(items)
-    if shard_ is not None:
-        items = [item for k, item in enumerate(items) if k % shard_[1] == shard_[0]]
-    done: set[str] = set()
-    if out_csv.exists():
-        if resume:
-            _drop_partial_tail(out_csv)
-            done = {row["case_id"] for row in read_scores(out_csv)}
-        elif overwrite:
-            out_csv.unlink()
-        else:
-            raise ConfigError("scores table exists; pass --resume to continue it or --overwrite to replace it",
-                              out_csv)
-    todo = [item for item in items if item[0] not in done]
-    dev = resolve_device(device)
+    exists = out_csv.exists()
+    if exists and not (resume or overwrite):
+        raise ConfigError("scores table exists; pass --resume to continue it or --overwrite to replace it", out_csv)
+    info, dev = distributed.setup(device)
+    try:
+        if shard_ is None and info.enabled:
+            shard_ = (info.rank, info.world_size)
+        distributed.barrier(info)  # every rank has looked at the table before rank 0 changes it
+        if info.is_main:
+            if exists and overwrite:
+                out_csv.unlink()
+            elif exists:
+                _drop_partial_tail(out_csv)
+            ensure_header(out_csv)
+        distributed.barrier(info)
+        done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
+        mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
+        todo = [item for item in mine if item[0] not in done]
+        counts = _score_items(todo, checkpoint, out_csv, saliency_dir, workers, batch_size, dev,
+                              saliency_method, target)
+        distributed.barrier(info)
+    finally:
+        distributed.cleanup(info)
+    return {"out_csv": out_csv, **counts, "skipped": len(mine) - len(todo), "total": len(items), "shard": shard_}
+
+
+def _score_items(todo: list[tuple[str, str]], checkpoint: str | Path, out_csv: Path, saliency_dir: Path | None,
+                 workers: int, batch_size: int, dev: Any, saliency_method: str, target: str) -> dict:
+    """The scoring loop: loader workers read + preprocess, the model predicts, one appended row per case."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from kneeoa.engine.devices import oom_guard
+    from kneeoa.engine.inference import input_shape_of, load_model
+    from kneeoa.progress import Progress
+    from kneeoa.utils.atomic import append_line
+
     model, card = load_model(checkpoint, dev)
     shape = input_shape_of(model, card)
-    ensure_header(out_csv)
     if saliency_dir is not None:
         saliency_dir.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(ScoreDataset(todo, shape), batch_size=batch_size, shuffle=False, num_workers=workers,
@@ -158,8 +173,7 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
                 append_line(out_csv, format_row(row))
                 counts["errors" if row["status"] == "error" else "scored"] += 1
                 bar.update(1, status=row["status"])
-    return {"out_csv": out_csv, **counts, "skipped": len(items) - len(todo), "total": total,
-            "shard": shard_}
+    return counts
 
 
 def _drop_partial_tail(path: Path) -> None:

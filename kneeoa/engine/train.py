@@ -40,6 +40,8 @@ def train(data: str | Path | None, backbone: str = "resnet3d", variant: str = "d
         if info.is_main:
             if overwrite:
                 run.clear()
+            if mode == "resume":
+                run.remove_stale_temp_files()
             if mode == "new":
                 from kneeoa.config import save_config
 
