@@ -10,12 +10,16 @@ from kneeoa.analysis.metrics import kl_metrics, oa_metrics
 from kneeoa.analysis.resampling import (
     accuracy_counts,
     auc_counts,
-    auc_trapezoid,
     f1_counts,
     macro_auc_counts,
-    macro_auc_trapezoid,
     macro_f1_counts,
     resample_counts,
+)
+from kneeoa.analysis.trapezoid_auc import (
+    auc_trapezoid,
+    auc_trapezoid_counts,
+    macro_auc_trapezoid,
+    macro_auc_trapezoid_counts,
 )
 
 
@@ -90,6 +94,27 @@ def test_trapezoid_macro_auc_is_bit_identical_to_sklearn():
     probs = np.round(rng.dirichlet(np.ones(5), size=y.size), 2)
     probs /= probs.sum(1, keepdims=True)
     assert macro_auc_trapezoid(y, probs) == roc_auc_score(y, probs, multi_class="ovr", average="macro")
+
+
+def test_batched_trapezoid_auc_is_bit_identical_to_sklearn_on_resamples():
+    # bootstrap duplicates make tie groups of every size: the hard case for sklearn's dropped ROC points
+    rng = np.random.default_rng(5)
+    n = 30
+    y_oa, y_kl = rng.integers(0, 2, n), np.arange(n) % 5
+    score = np.round(rng.random(n), 1)
+    probs = rng.dirichlet(np.ones(5), size=n)
+    idx = rng.integers(0, n, size=(60, n))
+    counts = resample_counts(idx, n)
+    auc, macro = auc_trapezoid_counts(counts, y_oa, score), macro_auc_trapezoid_counts(counts, y_kl, probs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for row, i in enumerate(idx):
+            expected = roc_auc_score(y_oa[i], score[i])
+            assert np.isnan(auc[row]) if np.isnan(expected) else auc[row] == expected
+            if len(np.unique(y_kl[i])) == 5:
+                assert macro[row] == roc_auc_score(y_kl[i], probs[i], multi_class="ovr", average="macro")
+            else:
+                assert np.isnan(macro[row])
 
 
 def test_count_matrix_counts_each_draw():

@@ -97,6 +97,21 @@ def test_degenerate_resamples_are_left_out_like_the_reference_rule():
     assert (ours.ci_lo, ours.ci_hi, ours.p_value) == pytest.approx((lo, hi, p), abs=1e-12)
 
 
+def test_a_rank_tie_takes_the_sign_of_sklearns_arithmetic():
+    # equal Mann-Whitney U (AUC 17/35 both), but sklearn's trapezoid sums differ by -1.1e-16: the
+    # reference counts that delta as < 0, so ours must too or p moves by 1/(B+1)
+    y = np.array([1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0])
+    a = np.array([0.4, 0.5, 0.8, 0.8, 0.8, 0.8, 0.9, 0.7, 0.6, 0.1, 0.6, 0.8])
+    b = np.array([0.5, 0.5, 0.4, 0.1, 0.6, 0.6, 0.6, 0.6, 0.7, 1.0, 0.1, 0.8])
+    assert roc_auc_score(y, a) - roc_auc_score(y, b) < 0
+    result = paired_bootstrap(y, a, b, "auc", n_resamples=1)
+    assert result.delta == roc_auc_score(y, a) - roc_auc_score(y, b)
+    ours = paired_bootstrap(y, a, b, "auc", n_resamples=300, rng=9)
+    deltas, lo, hi, p = _loop_bootstrap(y, a, b, roc_auc_score, 300, 9)
+    assert np.array_equal(ours.deltas <= 0, deltas <= 0) and np.array_equal(ours.deltas >= 0, deltas >= 0)
+    assert ours.p_value == p
+
+
 def test_one_shared_generator_continues_across_tests():
     y, a, b = np.array([0, 1, 0, 1, 1]), np.array([0, 1, 1, 1, 0]), np.array([0, 0, 1, 1, 1])
     shared = np.random.default_rng(42)

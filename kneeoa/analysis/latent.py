@@ -199,7 +199,7 @@ def _spearman(spearmanr, a: np.ndarray, b: np.ndarray) -> float:
 
 def _oa_probe(logistic, pc1_train, kl_train, pc1_test, kl_test) -> tuple[float, float]:
     """A 1-D logistic OA probe fitted on train PC1: (test AUROC, train AUROC); NaN when undefined."""
-    from kneeoa.analysis.resampling import auc_trapezoid
+    from kneeoa.analysis.trapezoid_auc import auc_trapezoid
 
     oa_train, oa_test = (kl_train >= OA_THRESHOLD).astype(int), (kl_test >= OA_THRESHOLD).astype(int)
     if len(np.unique(oa_train)) < 2:

@@ -5,7 +5,7 @@ A block of resamples is a count matrix `counts[b, i]` = how often subject i was 
 with a few array operations and no Python loop over resamples. All counts and sums are integers
 held exactly in float64, so accuracy and F1 equal scikit-learn's values bit for bit. The rank form of
 AUC is exact, whereas scikit-learn integrates the ROC curve with the trapezoid rule and can be off in
-the last bit; `auc_trapezoid` repeats sklearn's arithmetic for the few places where that bit matters
+the last bit; `kneeoa.analysis.trapezoid_auc` repeats sklearn's arithmetic for the few places where that bit matters
 (full-sample values, and resamples whose Dual-Single delta is zero up to rounding).
 
 Undefined values follow scikit-learn as the published protocol calls it: AUC with one class present
@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from kneeoa.analysis.trapezoid_auc import auc_trapezoid_counts, macro_auc_trapezoid_counts
 
 # name -> function(counts (B,n), y (n,), score) -> (B,)
 CountMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -96,35 +98,6 @@ def macro_auc_counts(counts: np.ndarray, y: np.ndarray, probs: np.ndarray) -> np
     return total / probs.shape[1]
 
 
-def auc_trapezoid(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC with scikit-learn's exact arithmetic (ROC corners + trapezoid rule); NaN with one class."""
-    from scipy.integrate import trapezoid
-
-    is_pos = np.asarray(y) == 1
-    score = np.asarray(score, dtype=np.float64)
-    order = np.argsort(score, kind="mergesort")[::-1]
-    sorted_score, sorted_pos = score[order], is_pos[order]
-    thresholds = np.r_[np.flatnonzero(np.diff(sorted_score)), sorted_score.size - 1]
-    tps = np.cumsum(sorted_pos, dtype=np.float64)[thresholds]
-    fps = 1 + thresholds.astype(np.float64) - tps
-    if fps.size > 2:  # roc_curve(drop_intermediate=True): keep the corners only
-        corners = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        fps, tps = fps[corners], tps[corners]
-    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
-    if tps[-1] <= 0 or fps[-1] <= 0:
-        return float("nan")
-    return float(trapezoid(tps / tps[-1], fps / fps[-1]))
-
-
-def macro_auc_trapezoid(y: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest AUC with scikit-learn's arithmetic; NaN unless every class (column) appears in y."""
-    y, probs = np.asarray(y), np.asarray(probs, dtype=np.float64)
-    if not np.array_equal(np.unique(y), np.arange(probs.shape[1])):
-        return float("nan")
-    per_class = np.array([auc_trapezoid((y == k).astype(int), probs[:, k]) for k in range(probs.shape[1])])
-    return float(np.average(per_class))
-
-
 def _safe_ratio(num: np.ndarray, denom: np.ndarray, empty: float = 0.0) -> np.ndarray:
     out = np.full(np.shape(num), empty, dtype=np.float64)
     ok = denom > 0
@@ -141,16 +114,15 @@ COUNT_METRICS: dict[str, CountMetric] = {
 }
 
 
-# metrics whose resampled value may differ from sklearn's in the last bit (see module docstring)
-SKLEARN_ARITHMETIC: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "auc": auc_trapezoid,
-    "macro_auc": macro_auc_trapezoid,
+# metrics whose rank form may differ from sklearn's in the last bit: the same metric on count rows
+# with sklearn's arithmetic (see module docstring)
+SKLEARN_ARITHMETIC: dict[str, CountMetric] = {
+    "auc": auc_trapezoid_counts,
+    "macro_auc": macro_auc_trapezoid_counts,
 }
 
 
 def metric_value(metric: str, y: np.ndarray, score: np.ndarray) -> float:
     """One metric on the full sample (all subjects once), equal to scikit-learn's value bit for bit."""
-    if metric in SKLEARN_ARITHMETIC:
-        return SKLEARN_ARITHMETIC[metric](np.asarray(y), np.asarray(score))
-    n = len(y)
-    return float(COUNT_METRICS[metric](np.ones((1, n)), y, score)[0])
+    kernel = SKLEARN_ARITHMETIC.get(metric, COUNT_METRICS[metric])
+    return float(kernel(np.ones((1, len(y))), np.asarray(y), np.asarray(score))[0])

@@ -127,11 +127,12 @@ def _paired_delta(metric: str | Callable) -> PairedDelta:
         counts = resample_counts(indices, len(y))
         deltas = count_metric(counts, y, a) - count_metric(counts, y, b)
         if exact is not None:
-            # a rank-exact tie (delta 0) is +-1 ulp in the reference's trapezoid sum, and that sign
-            # moves p by 1/(B+1): redo these few resamples with sklearn's arithmetic
-            for row in np.flatnonzero(np.abs(deltas) < TIE_BAND):
-                idx = indices[row]
-                deltas[row] = exact(y[idx], a[idx]) - exact(y[idx], b[idx])
+            # a rank-exact tie (delta 0) can be +-1 ulp in the reference's trapezoid sum (even at AUC 1:
+            # unequal tie groups leave fpr steps like 1/6 + 1/3 + 1/2), and that sign moves p by 1/(B+1):
+            # redo these resamples with sklearn's arithmetic
+            ties = np.flatnonzero(np.abs(deltas) < TIE_BAND)
+            if ties.size:
+                deltas[ties] = exact(counts[ties], y, a) - exact(counts[ties], y, b)
         return deltas
 
     return vectorised
