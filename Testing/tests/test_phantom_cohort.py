@@ -102,6 +102,13 @@ def test_bad_arguments_are_config_errors(tmp_path, kwargs):
         generate_cohort(tmp_path / "bad", **kwargs)
 
 
+def test_an_output_path_that_is_a_file_is_a_config_error(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("not a folder")
+    with pytest.raises(ConfigError, match="not a folder"):
+        generate_cohort(target, 1, 1, shape=(16, 16, 16), workers=1)
+
+
 def test_cli_writes_cohort_preview_and_prints_the_summary(tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["phantom", str(out), "--train", "8", "--test", "2", "--shape", "16", "16", "16", "--seed", "1",

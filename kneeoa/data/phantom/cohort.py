@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kneeoa.data.phantom.case import grid_for, synthesize_case
 from kneeoa.data.phantom.severity import READER_FLIP_PROB, CaseLabels, cohens_kappa
-from kneeoa.errors import ConfigError
+from kneeoa.errors import ConfigError, JobError
 from kneeoa.hierarchy import N_KL
 from kneeoa.progress import Progress
 
@@ -44,7 +45,6 @@ def case_paths(out_dir: Path, split: str, case_number: int) -> tuple[Path, Path]
 
 def _write_case(job: tuple[str, str, int, int, tuple[int, int, int]]) -> tuple[CaseLabels, dict[int, int]]:
     """Worker: synthesize one case and write its image and mask; returns its labels and voxel counts."""
-    from kneeoa.data.phantom.case import synthesize_case
     from kneeoa.data.volume import write_nifti
 
     out_dir, split, seed, number, shape_dhw = job
@@ -79,18 +79,8 @@ def _jobs(out_dir: Path, n_train: int, n_test: int, seed: int, shape: tuple[int,
         yield (str(out_dir), "train" if number <= n_train else "test", int(seed), number, shape)
 
 
-def generate_cohort(out_dir: str | Path, n_train: int, n_test: int, shape: tuple[int, int, int] = (64, 64, 64),
-                    seed: int = 0, preview: bool = False, workers: int | None = None) -> dict:
-    """Write a phantom cohort (shape = model space D, H, W) and return its summary (counts, kappa, time)."""
-    from kneeoa.data.tables import write_table
-    from kneeoa.utils.atomic import atomic_write_text
-
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    shape = tuple(int(n) for n in shape)
-    _check_args(out_dir, n_train, n_test, shape, workers)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = list(_jobs(out_dir, n_train, n_test, seed, shape))
+def _run_jobs(jobs: list[tuple], workers: int | None) -> dict[int, tuple[CaseLabels, dict[int, int]]]:
+    """Run the case jobs in-process (1 worker) or in a process pool, with progress; keyed by case number."""
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     results: dict[int, tuple[CaseLabels, dict[int, int]]] = {}
     with Progress("phantom", total=len(jobs), unit="case") as progress:
@@ -108,21 +98,41 @@ def generate_cohort(out_dir: str | Path, n_train: int, n_test: int, shape: tuple
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     progress.update(1)
+    return results
 
+
+def generate_cohort(out_dir: str | Path, n_train: int, n_test: int, shape: tuple[int, int, int] = (48, 48, 48),
+                    seed: int = 0, preview: bool = False, workers: int | None = None) -> dict:
+    """Write a phantom cohort (shape = model space D, H, W) and return its summary (counts, kappa, time)."""
+    from kneeoa.data.tables import write_table
+    from kneeoa.utils.atomic import atomic_write_text
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    shape = tuple(int(n) for n in shape)
+    _check_args(out_dir, n_train, n_test, shape, workers)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the output folder ({err.strerror or err})", out_dir) from err
+    jobs = list(_jobs(out_dir, n_train, n_test, seed, shape))
+    try:
+        results = _run_jobs(jobs, workers)
+    except OSError as err:  # disk full, permissions, ... while writing a case
+        raise JobError(f"cannot write the cohort ({err})", out_dir) from err
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     labels = [results[n][0] for n in sorted(results)]
     for split, name in (("train", "subInfo_train.xlsx"), ("test", "subInfo_test.xlsx")):
         rows = [_table_row(lab) for lab in labels if (lab.case_number <= n_train) == (split == "train")]
         write_table(out_dir / name, rows, TABLE_COLUMNS)
     atomic_write_text(out_dir / "kneeSideInfo.csv",
                       "".join(f"{case_id(lab.case_number)}.nii.gz,{lab.knee_side}\n" for lab in labels))
+    grid = grid_for(shape)
     summary = summarize(labels, n_train)
-    summary.update(out_dir=str(out_dir), seed=int(seed), shape_dhw=list(shape), workers=n_workers,
+    summary.update(out_dir=str(out_dir), seed=int(seed), shape_dhw=list(shape), shape_ijk=list(grid.shape_ijk),
+                   spacing_mm=[round(s, 4) for s in grid.spacing_mm], workers=n_workers,
                    mask_voxels_mean={k: round(float(np.mean([results[n][1][k] for n in results])), 1)
                                      for k in range(6)})
-    from kneeoa.data.phantom.case import grid_for
-
-    grid = grid_for(shape)
-    summary.update(shape_ijk=list(grid.shape_ijk), spacing_mm=[round(s, 4) for s in grid.spacing_mm])
     if preview:
         from kneeoa.data.phantom.preview import save_preview
 
