@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,21 @@ def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbone
               overrides: dict | None = None, saliency_cases: int = 4, resamples: int = 10_000,
               saliency_method: str = "smoothgrad") -> dict[str, Any]:
     """Run (or finish) a study; returns {'report': path, 'timings': {...}, ...}."""
-    from kneeoa.data.cohort import load_cohort
+    from kneeoa.data.cohort import CohortWarning, load_cohort
 
     out = Path(out)
     bad = [b for b in backbones if b not in BACKBONES] + [v for v in variants if v not in VARIANTS]
     if bad:
         raise ConfigError(f"unknown backbone/variant {bad}; choose from {BACKBONES} and {VARIANTS}")
-    cohort = load_cohort(data)
+    cohort = load_cohort(data)  # warns once about ungraded knees; every later step reads the same cohort
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CohortWarning)
+        return _run_study(cohort, data, out, preset, backbones, variants, overrides, saliency_cases, resamples,
+                          saliency_method)
+
+
+def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, saliency_cases, resamples,
+               saliency_method) -> dict[str, Any]:
     if not cohort.split("train") or not cohort.split("test"):
         raise ConfigError("a study needs graded train and test cases (an OAI-ZIB-CM style cohort)", data)
     overrides = {"cache_dir": str(out / "cache"), **(overrides or {})}

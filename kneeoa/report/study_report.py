@@ -12,8 +12,8 @@ METRIC_COLUMNS = ["backbone", "variant", "oa_auc", "oa_acc", "oa_f1", "kl_acc", 
                   "kl_qwk", "kl_bal_acc"]
 STATS_COLUMNS = ["backbone", "task", "metric", "single", "dual", "delta", "ci_lo", "ci_hi", "p_value", "test",
                  "q_value_BH", "sig_fdr_0.05"]
-LATENT_COLUMNS = ["backbone", "variant", "explained_variance_pc1", "abs_rho_pc1_kl", "abs_rho_pc1_oa",
-                  "probe_auc_oa", "centroid_monotone", "abs_rho_pc1_true_severity"]
+LATENT_COLUMNS = ["backbone", "variant", "evr_pc1", "abs_rho_pc1_kl", "abs_rho_pc1_oa", "probe_auroc_test",
+                  "centroid_order", "centroid_monotone", "abs_rho_pc1_true_severity"]
 
 
 def _png(path: Path, caption: str) -> list[Figure]:
