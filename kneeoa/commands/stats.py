@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['backbone']:>9} {row['task']} {row['metric']:<5} single {row['single']:.3f} dual {row['dual']:.3f} "
               f"delta {row['delta']:+.3f} [{row['ci_lo']:+.3f}, {row['ci_hi']:+.3f}] p {row['p_value']:.4f} "
               f"q {row['q_value_BH']:.4f}{mark}")
+    for row in result.rows:
+        if row["n_valid_resamples"] < args.resamples:
+            # e.g. a KL grade missing from a resample: macro AUC undefined there (sklearn refuses)
+            print(f"note: {row['backbone']} {row['task']} {row['metric']}: metric defined on "
+                  f"{row['n_valid_resamples']} of {args.resamples} resamples; CI and p use those")
     figures = {}
     if (args.plot or args.bars) and result.rows:
         from kneeoa.analysis.plots import delta_bar_chart, forest_plot, save_figure
