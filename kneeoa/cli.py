@@ -23,6 +23,7 @@ COMMANDS = [
     "grade",
     "stats",
     "latent",
+    "saliency",
     "study",
     "demo",
 ]

@@ -1,0 +1,144 @@
+"""Saliency for many cases: one NIfTI map per case (atomic) and a cartilage-overlap table with a mean row.
+
+Used by `kneeoa saliency` and the study. A case that fails (unreadable image, mask on another grid)
+is recorded and the job goes on; maps already written stay.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneeoa.errors import ConfigError, KneeOAError
+
+OVERLAP_CSV = "saliency_overlap.csv"
+
+
+@dataclass(frozen=True)
+class SaliencyCase:
+    """One image to explain, with its optional cartilage mask and KL grade."""
+
+    case_id: str
+    image: Path
+    mask: Path | None = None
+    kl: int | None = None
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """`imagesTs/oaizib_405_0000.nii.gz` -> `oaizib_405` (image suffix and the nnU-Net channel tag dropped)."""
+    from kneeoa.data.volume import volume_stem
+
+    return re.sub(r"_0000$", "", volume_stem(path))
+
+
+def parse_labels(text: str | Any) -> tuple[int, ...]:
+    """'2,4,5' -> (2, 4, 5); raises ConfigError on anything else."""
+    if not isinstance(text, str):
+        return tuple(int(v) for v in text)
+    try:
+        labels = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConfigError(f"--labels must be comma-separated integers, got {text!r}") from None
+    if not labels or any(v <= 0 for v in labels):
+        raise ConfigError(f"--labels needs positive mask labels, got {text!r}")
+    return labels
+
+
+def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Path, method: str = "smoothgrad",
+                       target: str | int = "auto", labels: tuple[int, ...] = (2, 4, 5),
+                       input_shape: tuple[int, int, int] | None = None, n_samples: int = 8,
+                       noise_std: float = 0.05, batch_size: int | None = None) -> dict[str, Any]:
+    """Write `<case_id>_saliency.nii.gz` per case and, if any case has a mask, the overlap CSV.
+
+    Returns {"maps": {case_id: path}, "overlap_csv": path | None, "rows": [...], "failures": {case_id: message}}.
+    """
+    from kneeoa.analysis.saliency import check_options, explain
+    from kneeoa.data.volume import read_volume, write_nifti
+    from kneeoa.progress import Progress
+
+    check_options(method, target, n_samples, noise_std, batch_size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    maps: dict[str, Path] = {}
+    rows: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    with Progress("saliency", total=len(cases), unit="case") as progress:
+        for case in cases:
+            try:
+                image = read_volume(case.image)
+                mask = _read_mask(case.mask, image) if case.mask is not None else None
+                result = explain(model, image, method, target, input_shape, n_samples, noise_std, batch_size)
+                path = write_nifti(out_dir / f"{case.case_id}_saliency.nii.gz", result.volume.array,
+                                   result.volume.affine)
+                maps[case.case_id] = Path(path)
+                metrics: dict[str, Any] = {}
+                if mask is not None:
+                    row = overlap_row(case, result.volume.array, mask, labels, f"{result.head}:{result.index}")
+                    rows.append(row)
+                    metrics = {k: v for k, v in row.items() if k.startswith("mass")}
+                progress.update(1, case=case.case_id, **metrics)
+            except KneeOAError as err:
+                failures[case.case_id] = str(err)
+                progress.log(f"saliency: {case.case_id} failed: {err}")
+                progress.update(1, case=case.case_id, failed=True)
+    overlap_csv = write_overlap_table(out_dir / OVERLAP_CSV, rows) if rows else None
+    return {"maps": maps, "overlap_csv": overlap_csv, "rows": rows, "failures": failures}
+
+
+def overlap_row(case: SaliencyCase, saliency_ijk: np.ndarray, mask_ijk: np.ndarray, labels: tuple[int, ...],
+                target: str) -> dict[str, Any]:
+    """One CSV row: case, KL, explained logit and the flattened `saliency_overlap` metrics."""
+    from kneeoa.analysis.overlap import saliency_overlap
+
+    metrics = saliency_overlap(saliency_ijk, mask_ijk, labels=labels)
+    row: dict[str, Any] = {"case_id": case.case_id, "kl": "" if case.kl is None else int(case.kl), "target": target}
+    row.update(_flatten(metrics))
+    return row
+
+
+def write_overlap_table(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Rows plus a `mean` row (NaN-aware mean of each numeric column) as CSV, atomically."""
+    from kneeoa.data.tables import write_table
+
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    mean: dict[str, Any] = {"case_id": "mean", "kl": "", "target": ""}
+    for col in columns:
+        if col in mean:
+            continue
+        values = [row.get(col) for row in rows]
+        numbers = [float(v) for v in values if _is_number(v) and not math.isnan(float(v))]
+        mean[col] = float(np.mean(numbers)) if numbers else float("nan")
+    write_table(path, [*rows, mean], columns)
+    return path
+
+
+def _read_mask(path: Path, image: Any) -> np.ndarray:
+    from kneeoa.data.volume import check_same_grid, read_volume
+
+    mask = read_volume(path, is_label=True)
+    check_same_grid(image, mask)  # overlap voxel by voxel only makes sense on the image's own grid
+    return np.asarray(mask.array)
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}_"))
+        elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            flat[name] = value.item()
+        else:
+            flat[name] = value
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

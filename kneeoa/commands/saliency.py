@@ -1,0 +1,86 @@
+"""`kneeoa saliency`: saliency NIfTI maps on the original grid for one image or a cohort split, plus overlap CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+METHOD_CHOICES = ["smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `kneeoa saliency`."""
+    p = subparsers.add_parser(
+        "saliency", help="saliency maps (NIfTI on the image grid) and their overlap with the cartilage mask",
+        description="Write <case_id>_saliency.nii.gz per case (values in [0,1], original grid and affine) and, "
+                    "where masks exist, saliency_overlap.csv (mass@ROI, top-k@ROI, Dice@k, per compartment).")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="one image (NIfTI, NRRD, MHA or a DICOM series folder)")
+    src.add_argument("--data", help="cohort root (OAI-ZIB-CM layout or a generic folder)")
+    p.add_argument("--mask", help="cartilage mask for --image (labels as OAI-ZIB-CM)")
+    p.add_argument("--split", default="test", choices=["train", "test", "unlabelled"], help="cohort split (default test)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", default="smoothgrad", choices=METHOD_CHOICES,
+                   help="smoothgrad = the paper's SmoothGrad x input (default)")
+    p.add_argument("--target", default="auto",
+                   help="auto (argmax KL if the model has a KL head, else OA), kl, oa, or a KL grade 0-4")
+    p.add_argument("--labels", default="2,4,5", help="mask labels of the ROI (default 2,4,5 = all cartilage)")
+    p.add_argument("--limit", type=int, default=None, help="at most N cases")
+    p.add_argument("--n-samples", type=int, default=8, help="SmoothGrad noisy copies / IG steps (default 8)")
+    p.add_argument("--noise-std", type=float, default=0.05, help="SmoothGrad noise std on the z-scored input")
+    p.add_argument("--batch-size", type=int, default=None, help="copies per forward pass (default: all at once)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute and write the maps; returns 1 when some case failed (the others are still written)."""
+    from pathlib import Path
+
+    from kneeoa.analysis.saliency_job import SaliencyCase, case_id_from_path, parse_labels, run_saliency_cases
+    from kneeoa.engine.devices import resolve_device
+    from kneeoa.errors import ConfigError, InputError
+    from kneeoa.models.checkpoint import load_checkpoint
+    from kneeoa.progress import emit, mode
+
+    labels = parse_labels(args.labels)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if args.mask and not args.image:
+        raise ConfigError("--mask goes with --image (a cohort brings its own masks)")
+    if args.image:
+        image = Path(args.image)
+        if not image.exists():
+            raise InputError("image not found", image)
+        if args.mask and not Path(args.mask).is_file():
+            raise InputError("mask file not found", args.mask)
+        cases = [SaliencyCase(case_id_from_path(image), image, Path(args.mask) if args.mask else None)]
+    else:
+        from kneeoa.data.cohort import load_cohort
+
+        cohort = load_cohort(args.data)
+        cases = [SaliencyCase(c.case_id, Path(c.image), None if c.mask is None else Path(c.mask), c.kl)
+                 for c in cohort.split(args.split, graded_only=False)]
+        if not cases:
+            raise InputError(f"no cases in split {args.split!r}", args.data)
+    cases = cases[: args.limit] if args.limit else cases
+    target = int(args.target) if args.target.strip().isdigit() else args.target
+    model, card = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    input_shape = (card.get("preprocessing") or {}).get("input_shape")
+    result = run_saliency_cases(
+        model, cases, args.out, method=args.method, target=target, labels=labels,
+        input_shape=tuple(input_shape) if input_shape else None, n_samples=args.n_samples,
+        noise_std=args.noise_std, batch_size=args.batch_size)
+    emit("result", maps={k: str(v) for k, v in result["maps"].items()},
+         overlap_csv=None if result["overlap_csv"] is None else str(result["overlap_csv"]),
+         failures=result["failures"])
+    say = sys.stderr if mode() == "json" else sys.stdout  # stdout carries only JSON lines in json mode
+    print(f"wrote {len(result['maps'])} saliency map(s) to {args.out}", file=say)
+    if result["overlap_csv"] is not None:
+        print(f"overlap table: {result['overlap_csv']}", file=say)
+    if result["failures"]:
+        for case_id, message in result["failures"].items():
+            print(f"kneeoa saliency: {case_id}: {message}", file=sys.stderr)
+        return 1
+    return 0
