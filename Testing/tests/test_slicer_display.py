@@ -133,3 +133,15 @@ def test_results_stay_with_each_volume_and_fill_the_graded_table(scene):
                                          ["knee B", "0", "0.100", "no", "0.412", b.GetID()]]
     assert results.volume_for_row(table, 1, scene) is b
     assert results.volume_for_row(table, 2, scene) is None
+
+
+def test_model_card_rows_name_backbone_variant_training_data_and_test_metrics():
+    card = {"spec": {"backbone": "resnet3d", "variant": "dual", "head": "chained", "input_shape": [32, 32, 32]},
+            "training_data": "synthetic phantom, not for clinical use",
+            "metrics": {"train_last_epoch": {"loss": 1.25}, "test": {"n": 20, "oa_auc": 0.9167}},
+            "kneeoa_version": "0.1.0"}
+    rows = dict(results.card_rows(card))
+    assert rows["Backbone"] == "resnet3d" and rows["Variant"] == "dual" and rows["Input (D, H, W)"] == "32 x 32 x 32"
+    assert rows["Training data"] == "synthetic phantom, not for clinical use"
+    assert rows["Metrics (test)"] == "n 20, oa_auc 0.917" and rows["Metrics (train_last_epoch)"] == "loss 1.250"
+    assert "Metrics" not in rows and results.card_rows(None) == []

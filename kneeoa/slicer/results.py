@@ -56,7 +56,7 @@ def result_rows(result: dict) -> list[tuple[str, str]]:
         rows.append(("OA probability from KL head", result["oa_prob_from_kl"]))
     for grade, prob in enumerate(result.get("kl_probs") or []):
         rows.append((f"P(KL = {grade})", float(prob)))
-    rows += [("KL consistent with OA", result.get("consistent_kl")), ("Heads agree", result.get("heads_agree"))]
+    rows += [("KL grade consistent with OA head", result.get("consistent_kl")), ("Heads agree", result.get("heads_agree"))]
     rows += overlap_rows(result.get("overlap") or {})
     return [(name, _fmt(value)) for name, value in rows]
 
@@ -102,7 +102,9 @@ CARD_FIELDS = (("Backbone", ("spec", "backbone")), ("Variant", ("spec", "variant
 
 
 def card_rows(card: dict | None) -> list[tuple[str, str]]:
-    """(field, text) rows describing a checkpoint's model card for the model card panel."""
+    """(field, text) rows describing a checkpoint's model card for the model card panel.
+
+    Nested metrics get one row per group, e.g. ('Metrics (test)', 'n 20, oa_auc 0.917, ...')."""
     rows = []
     for label, keys in CARD_FIELDS:
         value: Any = card or {}
@@ -111,8 +113,14 @@ def card_rows(card: dict | None) -> list[tuple[str, str]]:
         if value in (None, "", {}, []):
             continue
         if isinstance(value, dict):
-            value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))
-        elif isinstance(value, (list, tuple)):
+            groups = {"": {k: v for k, v in value.items() if not isinstance(v, (dict, list))}}
+            groups.update({k: v for k, v in value.items() if isinstance(v, dict)})
+            for group, items in groups.items():
+                text = ", ".join(f"{k} {_fmt(v)}" for k, v in items.items() if not isinstance(v, (dict, list)))
+                if text:
+                    rows.append((f"{label} ({group})" if group else label, text))
+            continue
+        if isinstance(value, (list, tuple)):
             value = " x ".join(str(v) for v in value)
         rows.append((label, str(value)))
     return rows
