@@ -1,0 +1,50 @@
+"""The study: a tiny 1-backbone grid end to end, the report it writes, and resuming without redoing work."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kneeoa.errors import ConfigError
+from kneeoa.report.html import Figure, Section, Table, fmt, render_report
+
+
+def test_report_page_is_self_contained_and_escapes_text():
+    page = render_report("T <1>", [Section("A & B", "<p>ok</p>", [Table([{"x": 0.12345, "name": "<b>"}]),
+                                                                  Figure(b"\x89PNG fake", "cap")])])
+    assert "T &lt;1&gt;" in page and "&lt;b&gt;" in page
+    assert 'src="data:image/png;base64,' in page
+    assert not re.search(r'src="(?!data:)', page)  # no external files
+
+
+def test_fmt_numbers():
+    assert fmt(0.12345) == "0.123" and fmt(float("nan")) == "–" and fmt(0.00001) == "1.0e-05" and fmt(True) == "yes"
+
+
+def test_study_rejects_unknown_backbone(phantom_cohort, tmp_path):
+    from kneeoa.study import run_study
+
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        run_study(phantom_cohort, tmp_path / "s", backbones=("vgg",))
+
+
+@pytest.mark.slow
+def test_tiny_study_writes_report_and_resumes(phantom_cohort, tmp_path):
+    from kneeoa.study import run_study
+
+    out = tmp_path / "study"
+    overrides = {"epochs": 1, "width": 4, "input_shape": [16, 16, 16]}
+    result = run_study(phantom_cohort, out, backbones=("resnet3d",), overrides=overrides, saliency_cases=1,
+                       resamples=50)
+    page = result["report"].read_text()
+    for heading in ("Cohort", "Model performance", "Dual vs single heads", "Latent geometry", "Saliency vs cartilage"):
+        assert f">{heading}</h2>" in page
+    assert page.count("data:image/png;base64,") >= 4
+    for table in ("model_metrics", "stats", "latent_summary", "latent_points", "saliency_overlap"):
+        assert (out / "tables" / f"{table}.csv").is_file()
+    assert len(list((out / "saliency" / "resnet3d_dual").glob("*_saliency.nii.gz"))) == 1
+    checkpoint = out / "models" / "resnet3d_dual" / "checkpoints" / "last.safetensors"
+    before = checkpoint.stat().st_mtime_ns
+    run_study(phantom_cohort, out, backbones=("resnet3d",), overrides=overrides, saliency_cases=1, resamples=50)
+    assert checkpoint.stat().st_mtime_ns == before  # finished models are not retrained
