@@ -75,6 +75,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._queue = []  # volume node IDs still to grade
         self._options = None
         self._failures = []
+        self._deviceNote = ""
         self._shownVolumeID = None
 
     def setup(self):
@@ -238,7 +239,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._options = self.logic.gradingOptions(p.checkpoint, p.device, p.saliencyMethod, p.target)
         except Exception:
             return
-        self.ui.statusLabel.text = deps.device_note(p.device) or ""
+        self._deviceNote = deps.device_note(p.device) or ""
         self._queue = list(volumeIDs)
         self._failures = []
         self._startNext()
@@ -260,6 +261,8 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.start()
             return
         self._setRunning(False)
+        self.ui.statusLabel.text = _("Done.") if not self._failures else _("{n} volume(s) failed.").format(
+            n=len(self._failures))
         if self._failures:
             slicer.util.errorDisplay(_("Some volumes could not be graded:") + "\n" + "\n".join(self._failures))
 
@@ -267,7 +270,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         run = self._run
         for event in run.job.poll():
             if event["event"] == "progress" and event.get("stage"):
-                self.ui.statusLabel.text = f"{run.volume_node.GetName()}: {event['stage']}"
+                self.ui.statusLabel.text = f"{run.volume_node.GetName()}: {event['stage']} {self._deviceNote}"
         self.ui.progressBar.value = int(1000 * run.job.fraction)
         if run.job.running:
             return
@@ -300,9 +303,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
         if running:
-            self.ui.statusLabel.text = _("Grading {name}...").format(name=name)
-        elif not self._failures and self.ui.statusLabel.text.startswith(_("Grading")):
-            self.ui.statusLabel.text = _("Done.")
+            self.ui.statusLabel.text = _("Grading {name}...").format(name=name) + " " + self._deviceNote
 
     def _ensureDependencies(self):
         """Offer to install what is missing (torch via the PyTorch extension, the rest with pip)."""
