@@ -344,10 +344,8 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
     def readCard(self, checkpoint=None):
         """The model card of a checkpoint (or of the demo model); None if it cannot be read yet."""
         try:
-            from kneeoa.models.checkpoint import read_card
-
-            return read_card(self.gradingOptions(checkpoint).checkpoint)
-        except Exception:  # no checkpoint yet, or safetensors not installed yet
+            return grading.read_card_header(self.gradingOptions(checkpoint).checkpoint)
+        except Exception:  # no checkpoint chosen and no demo model, or not a KneeOA checkpoint
             return None
 
     def jobEnvironment(self):

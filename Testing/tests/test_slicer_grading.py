@@ -145,3 +145,14 @@ def test_a_failing_grade_raises_the_cli_error(scene, knee, tmp_path):
     with pytest.raises(JobError, match="grading failed: .*not_a_checkpoint"):
         grading.grade(knee[0], grading.GradingOptions(bad, device="cpu"), scene=scene,
                       env=jobs.job_environment(), timeout_s=120)
+
+
+def test_model_card_is_read_from_the_header_without_torch(tiny_checkpoint, tmp_path):
+    from kneeoa.models.checkpoint import CARD_KEY, read_card
+
+    assert grading.CARD_KEY == CARD_KEY
+    assert grading.read_card_header(tiny_checkpoint) == read_card(tiny_checkpoint)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(CheckpointError, match="no KneeOA model card"):
+        grading.read_card_header(bad)
