@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import kneeoa.slicer.display as display_module
 import kneeoa.slicer.grading as grading_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,15 +33,35 @@ class WithinRange:
         self.lo, self.hi = lo, hi
 
 
+class Minimum:
+    def __init__(self, value):
+        self.lo, self.hi = value, None
+
+
+class Maximum:
+    def __init__(self, value):
+        self.lo, self.hi = None, value
+
+
+def _annotation(*_args):  # Decimals, SingleStep: display hints, nothing to check
+    return None
+
+
 def _parameter_fields(module: str) -> dict[str, tuple[typing.Any, typing.Any]]:
     """field -> (evaluated annotation, default) of the module's @parameterNodeWrapper class."""
+    import importlib
+
     import slicer
 
     tree = ast.parse((ROOT / module / f"{module}.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}ParameterNode")
-    namespace = {"Annotated": typing.Annotated, "Union": typing.Union, "Path": Path, "Choice": Choice,
-                 "WithinRange": WithinRange, "grading": grading_module, "display": display_module,
-                 **{name: getattr(slicer, name) for name in dir(slicer) if name.startswith("vtkMRML")}}
+    helpers = {alias.asname or alias.name: importlib.import_module(f"kneeoa.slicer.{alias.name}")
+               for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "kneeoa.slicer"
+               for alias in node.names}
+    namespace = {**{name: getattr(typing, name) for name in ("Annotated", "Union", "Optional", "Literal")},
+                 "Path": Path, "pathlib": __import__("pathlib"), "Choice": Choice, "WithinRange": WithinRange,
+                 "Minimum": Minimum, "Maximum": Maximum, "Decimals": _annotation, "SingleStep": _annotation,
+                 **helpers, **{name: getattr(slicer, name) for name in dir(slicer) if name.startswith("vtkMRML")}}
     fields = {}
     for stmt in cls.body:
         if isinstance(stmt, ast.AnnAssign):
@@ -118,14 +137,19 @@ def test_each_bound_widget_can_carry_its_parameter_type(module):
             choices = [e for e in extras if isinstance(e, Choice)]
             assert base is str and choices, f"{name}: a QComboBox needs a str with Choice"
             assert default in choices[0].choices, f"{name}: default {default!r} not a choice"
-        elif cls in ("ctkSliderWidget", "QDoubleSpinBox"):
-            assert base is float, f"{name}: {cls} carries a float"
-            ranges = [e for e in extras if isinstance(e, WithinRange)]
-            lo, hi = (float(_prop(widget, k).find("double").text) for k in ("minimum", "maximum"))
-            assert ranges and (ranges[0].lo, ranges[0].hi) == (lo, hi), f"{name}: .ui range != WithinRange"
-            assert float(_prop(widget, "value").find("double").text) == pytest.approx(default)
+        elif cls in ("ctkSliderWidget", "QDoubleSpinBox", "QSpinBox", "QSlider"):
+            number, tag = (float, "double") if cls in ("ctkSliderWidget", "QDoubleSpinBox") else (int, "number")
+            assert base is number, f"{name}: {cls} carries a {number.__name__}"
+            for bound in (e for e in extras if isinstance(e, (WithinRange, Minimum, Maximum))):
+                for limit, prop in ((bound.lo, "minimum"), (bound.hi, "maximum")):
+                    if limit is not None and _prop(widget, prop) is not None:
+                        assert float(_prop(widget, prop).find(tag).text) == limit, f"{name}: .ui {prop} != {limit}"
+            if _prop(widget, "value") is not None and default is not None:
+                assert float(_prop(widget, "value").find(tag).text) == pytest.approx(default), f"{name}: default"
         elif cls in ("ctkPathLineEdit", "ctkDirectoryButton"):
             assert base is Path, f"{name}: {cls} carries a pathlib.Path"
+        elif cls in ("QLineEdit", "QTextEdit", "QLabel"):
+            assert base is str, f"{name}: {cls} carries a str"
         elif cls == "QCheckBox":
             assert base is bool
         else:
