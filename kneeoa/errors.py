@@ -9,6 +9,10 @@ class KneeOAError(Exception):
     """Base class. `str(err)` is the one message shown to the user."""
 
     def __init__(self, problem: str, path: str | Path | None = None):
+        if path is None and "\nOriginal Traceback" in problem:
+            # a DataLoader worker re-raises our error as type(err)(worker traceback): keep the one message line
+            last = problem.rstrip().splitlines()[-1]
+            problem = last.split(": ", 1)[1] if last.startswith("kneeoa.") and ": " in last else last
         self.problem = problem
         self.path = None if path is None else Path(path)
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)

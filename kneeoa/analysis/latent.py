@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def read_embeddings(path: str | Path) -> Embeddings:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a truncated npz is a broken zip
         raise InputError(f"cannot read embeddings npz: {err}", path) from None
     required = ["train_embedding", "train_kl", "test_embedding", "test_kl"]
     missing = [k for k in required if k not in arrays]

@@ -119,11 +119,15 @@ def write_overlap_table(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+MASK_LABELS = (0, 1, 2, 3, 4, 5)  # OAI-ZIB-CM: bg, femur, femoral cart., tibia, medial/lateral tibial cart.
+
+
 def _read_mask(path: Path, image: Any) -> np.ndarray:
-    from kneeoa.data.volume import check_same_grid, read_volume
+    from kneeoa.data.volume import check_labels, check_same_grid, read_volume
 
     mask = read_volume(path, is_label=True)
     check_same_grid(image, mask)  # overlap voxel by voxel only makes sense on the image's own grid
+    check_labels(mask, MASK_LABELS)  # another labelling scheme would silently give meaningless compartments
     return np.asarray(mask.array)
 
 

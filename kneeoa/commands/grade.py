@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.utils.atomic import atomic_write_text
 
     result_path = Path(args.result_json)
-    inputs = [Path(p).resolve() for p in (args.image, args.mask) if p]
+    inputs = [Path(p).resolve() for p in (args.image, args.mask, args.checkpoint) if p]
     for out in (result_path, Path(args.saliency_out) if args.saliency_out else None):
         if out is None:
             continue

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-std", type=float, default=0.05, help="SmoothGrad noise std on the z-scored input")
     p.add_argument("--batch-size", type=int, default=None, help="copies per forward pass (default: all at once)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--overwrite", action="store_true", help="replace maps / overlap table already in --out")
     p.set_defaults(func=run)
 
 
@@ -56,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
         if args.mask and not Path(args.mask).is_file():
             raise InputError("mask file not found", args.mask)
         cases = [SaliencyCase(case_id_from_path(image), image, Path(args.mask) if args.mask else None)]
+        # one file in, one clear error out: check image and mask before any model is loaded
+        from kneeoa.analysis.saliency_job import _read_mask
+        from kneeoa.data.volume import read_volume
+
+        image_volume = read_volume(image)
+        if args.mask:
+            _read_mask(Path(args.mask), image_volume)
     else:
         from kneeoa.data.cohort import load_cohort
 
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if not cases:
             raise InputError(f"no cases in split {args.split!r}", args.data)
     cases = cases[: args.limit] if args.limit else cases
+    _check_outputs(Path(args.out), cases, args.overwrite)
     target = int(args.target) if args.target.strip().isdigit() else args.target
     model, card = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
     input_shape = (card.get("preprocessing") or {}).get("input_shape")
@@ -84,3 +93,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"kneeoa saliency: {case_id}: {message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_outputs(out: str, cases: list, overwrite: bool) -> None:
+    """Outputs never replace an input; existing maps or overlap table only with --overwrite."""
+    from pathlib import Path
+
+    from kneeoa.analysis.saliency_job import OVERLAP_CSV
+    from kneeoa.errors import ConfigError
+
+    folder = Path(out)
+    outputs = [folder / f"{c.case_id}_saliency.nii.gz" for c in cases] + [folder / OVERLAP_CSV]
+    inputs = {Path(p).resolve() for c in cases for p in (c.image, c.mask) if p is not None}
+    clash = [p for p in outputs if p.resolve() in inputs]
+    if clash:
+        raise ConfigError("output would overwrite an input; choose another --out", clash[0])
+    existing = [p for p in outputs if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{len(existing)} output(s) exist already; pass --overwrite to replace them", existing[0])

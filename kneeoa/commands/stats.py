@@ -17,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of the one generator shared by all tests (default 42)")
     p.add_argument("--plot", metavar="PNG", help="also write a forest plot (delta with 95%% CI per test)")
     p.add_argument("--bars", metavar="PNG", help="also write a bar chart of the deltas")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
 
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be positive, got {args.resamples}")
+    _check_outputs(args)
     start = time.perf_counter()
     result = compare_dual_vs_single(args.preds_dir, n_resamples=args.resamples, seed=args.seed)
     out = write_stats_csv(args.out, result.rows)
@@ -57,3 +59,18 @@ def run(args: argparse.Namespace) -> int:
     emit("result", task="stats", out=str(out), n_tests=len(result.rows), skipped=result.skipped,
          figures=figures, seconds=round(seconds, 3))
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Outputs never replace an input prediction CSV; existing outputs only with --overwrite."""
+    from pathlib import Path
+
+    from kneeoa.analysis.compare import find_prediction_files
+    from kneeoa.errors import ConfigError
+
+    inputs = {Path(p).resolve() for p in find_prediction_files(args.preds_dir).values()}
+    for out in (Path(p) for p in (args.out, args.plot, args.bars) if p):
+        if out.resolve() in inputs:
+            raise ConfigError("output would overwrite an input prediction file", out)
+        if out.exists() and not args.overwrite:
+            raise ConfigError("output exists; pass --overwrite to replace it", out)

@@ -142,8 +142,8 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> tuple[np.ndarray
         raise InputError("folder holds no DICOM series (and is not a volume file)", folder)
     if series_uid is None:
         if len(uids) > 1:
-            raise InputError(f"folder holds {len(uids)} DICOM series; choose one with series_uid= "
-                             f"({', '.join(uids)})", folder)
+            raise InputError(f"folder holds {len(uids)} DICOM series ({', '.join(uids)}); move each series into "
+                             "its own folder (or pass series_uid= in Python)", folder)
         series_uid = uids[0]
     elif series_uid not in uids:
         raise InputError(f"DICOM series {series_uid} not in folder (found {', '.join(uids)})", folder)

@@ -46,7 +46,7 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     from kneeoa.engine.inference import batch_outputs, decisions, input_shape_of, load_model
 
     say = step or (lambda _msg: None)
-    if saliency_path is not None and (_same_file(saliency_path, image_path) or _same_file(saliency_path, mask_path)):
+    if saliency_path is not None and any(_same_file(saliency_path, p) for p in (image_path, mask_path, checkpoint)):
         raise ConfigError("the saliency output would overwrite an input", saliency_path)
     say("loading model")
     dev = resolve_device(device)
