@@ -8,6 +8,7 @@ curve as an MRML plot. Standard library at import (numpy/slicer only inside `upd
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -186,13 +187,39 @@ def _config_epochs(config: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+STATE_KEY = "kneeoa_trainer_state"  # = kneeoa.engine.state.STATE_KEY (a test keeps them equal)
+
+
 def _run_finished(run: Any) -> bool:
+    """The trainer state's `finished` flag, read from the safetensors JSON header with the standard library:
+    the panel refreshes this on every edit, and importing torch would stall Slicer's GUI for seconds."""
+    import struct
+
     try:
-        meta = run.state_meta()  # the trainer state says it exactly (needs safetensors)
-    except Exception:  # ImportError before the dependencies are installed, or an unreadable state
-        log = run.log_file.read_text(encoding="utf-8").splitlines() if run.log_file.is_file() else []
-        return bool(log) and log[-1].endswith(" finished")
-    return bool(meta and meta.get("finished"))
+        with open(run.state, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            if not 0 < size <= 64 * 1024 * 1024:
+                return False
+            meta = json.loads(json.loads(fh.read(size))["__metadata__"][STATE_KEY])
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return False  # no epoch finished yet, or a state cut short by a hard kill: not finished either way
+    return bool(meta.get("finished"))
+
+
+def cohort_summary(folder: str | Path | None) -> str:
+    """One line about a cohort folder (cases and KL counts per split), or why it cannot be used."""
+    path = given_path(folder)
+    if path is None or not path.is_dir():
+        return "Choose a dataset folder."
+    try:
+        from kneeoa.data.cohort import load_cohort
+
+        summary = load_cohort(path).summary()
+    except Exception as err:  # not a cohort, or the dependencies are not installed yet
+        return f"Not usable: {err}"
+    splits = [f"{name} {s['n_cases']} (KL 0-4: {'/'.join(str(n) for n in s['kl_counts'].values())})"
+              for name, s in summary["splits"].items()]
+    return f"{summary['kind']} cohort: " + ("; ".join(splits) or "no cases")
 
 
 def run_config(folder: str | Path) -> dict:
