@@ -116,6 +116,9 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
     try:
         if shard_ is None and info.enabled:
             shard_ = (info.rank, info.world_size)
+        from kneeoa.engine.inference import load_model
+
+        model_card = load_model(checkpoint, dev)  # a bad checkpoint fails before any output is touched
         distributed.barrier(info)  # every rank has looked at the table before rank 0 changes it
         if info.is_main:
             if exists and overwrite:
@@ -127,7 +130,7 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
         done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
         mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
         todo = [item for item in mine if item[0] not in done]
-        counts = _score_items(todo, checkpoint, out_csv, saliency_dir, workers, batch_size, dev,
+        counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
                               saliency_method, target)
         distributed.barrier(info)
     finally:
@@ -135,18 +138,18 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
     return {"out_csv": out_csv, **counts, "skipped": len(mine) - len(todo), "total": len(items), "shard": shard_}
 
 
-def _score_items(todo: list[tuple[str, str]], checkpoint: str | Path, out_csv: Path, saliency_dir: Path | None,
+def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_csv: Path, saliency_dir: Path | None,
                  workers: int, batch_size: int, dev: Any, saliency_method: str, target: str) -> dict:
     """The scoring loop: loader workers read + preprocess, the model predicts, one appended row per case."""
     import torch
     from torch.utils.data import DataLoader
 
     from kneeoa.engine.devices import oom_guard
-    from kneeoa.engine.inference import input_shape_of, load_model
+    from kneeoa.engine.inference import input_shape_of
     from kneeoa.progress import Progress
     from kneeoa.utils.atomic import append_line
 
-    model, card = load_model(checkpoint, dev)
+    model, card = model_card
     shape = input_shape_of(model, card)
     if saliency_dir is not None:
         saliency_dir.mkdir(parents=True, exist_ok=True)
