@@ -259,8 +259,11 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if monitor is not None and kind != "latent":
             self._drawLoss()
         self.ui.progressBar.visible = True
+        self.ui.progressBar.maximum = 1000 if monitor is not None else 0  # 0: busy indicator (latent commands)
         self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = _("Starting...") + " " + (deps.device_note(self._parameterNode.device) or "")
+        device = self._parameterNode.device
+        note = deps.device_note(device) if device in ("auto", "cpu", "cuda") else None
+        self.ui.statusLabel.text = _("Starting...") + " " + (note or "")
         self._updateButtons()
         self._timer.start()
 
@@ -295,8 +298,8 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showLatentSource(self._latentSource)
         else:
             self.ui.statusLabel.text = _("Finished. ") + monitor.status()
-            if kind == "study" or training.report_path(self._parameterNode.outputFolder):
-                self._parameterNode.latentFolder = Path(training.given_path(self._parameterNode.outputFolder))
+            # the new run or study is what one explores next: Show / Compute take it from here
+            self._parameterNode.latentFolder = training.given_path(self._parameterNode.outputFolder)
         self._updateButtons()
 
     def onOpenReportButton(self):
