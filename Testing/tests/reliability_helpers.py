@@ -148,3 +148,33 @@ def assert_one_clear_error(rc: int, err: str, command: str, path: Path | str | N
     if match is not None:
         assert re.search(match, message), f"{match!r} not in: {message}"
     return message
+
+
+def is_temp(path: Path) -> bool:
+    """Atomic writes use hidden `.<name>.*.tmp*` files; those are never outputs."""
+    return path.name.startswith(".") and ".tmp" in path.name
+
+
+def assert_scores_whole(table: Path, maps: Path) -> list[dict]:
+    """Every line of the table is a whole row (no cut line, no duplicate case); every listed map loads."""
+    import csv
+
+    from kneeoa.data.volume import read_volume
+    from kneeoa.engine.score_io import SCORE_COLUMNS
+
+    if not table.exists():
+        return []
+    text = table.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    lines = list(csv.reader(text.splitlines()))
+    assert lines[0] == SCORE_COLUMNS and all(len(values) == len(SCORE_COLUMNS) for values in lines)
+    rows = [dict(zip(SCORE_COLUMNS, values)) for values in lines[1:]]
+    ids = [r["case_id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    for row in rows:
+        if row["saliency_path"]:
+            assert read_volume(row["saliency_path"]).array.max() <= 1.0
+    for path in maps.glob("*_saliency.nii.gz") if maps.is_dir() else []:
+        if not is_temp(path):
+            read_volume(path)
+    return rows

@@ -7,7 +7,6 @@ random (seeded) and every file is checked after each kill, saliency maps and the
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_helpers import kneeoa_cmd, run_main, state_dict_of, volume_folder
-from reliability_helpers import tiny_checkpoint
+from reliability_helpers import assert_scores_whole, is_temp, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +46,6 @@ def _kill_after_events(cmd: list[str], events: int, delay: float, timeout: float
     return None if proc.returncode == -signal.SIGKILL else proc.returncode
 
 
-def _temp(path: Path) -> bool:
-    """Atomic writes use hidden `.<name>.*.tmp*` files; those are never outputs."""
-    return path.name.startswith(".") and ".tmp" in path.name
-
-
 def _assert_run_complete_on_disk(run: Path) -> None:
     """Everything a killed training run left under a real name is whole and loadable."""
     import yaml
@@ -71,7 +65,7 @@ def _assert_run_complete_on_disk(run: Path) -> None:
         assert text == "" or text.endswith("\n")
         [json.loads(line) for line in text.splitlines()]
     for entry in (run / "cache").rglob("*.npy") if (run / "cache").is_dir() else []:
-        if not _temp(entry):
+        if not is_temp(entry):
             assert np.load(entry, allow_pickle=False).ndim == 4
 
 
@@ -94,35 +88,12 @@ def test_training_killed_three_times_at_random_then_resumed_equals_one_run(phant
     assert kills >= 2, "the kills should mostly land while the run is working"
     assert run_main(monkeypatch, "train", "--out", str(run), "--resume") == 0
     _assert_run_complete_on_disk(run)
-    assert not [p for p in run.rglob("*") if _temp(p) and p.parent in (run, run / "checkpoints")]
+    assert not [p for p in run.rglob("*") if is_temp(p) and p.parent in (run, run / "checkpoints")]
     a = state_dict_of(full / "checkpoints" / "last.safetensors")
     b = state_dict_of(run / "checkpoints" / "last.safetensors")
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4]
-
-
-def _assert_scores_complete_on_disk(table: Path, maps: Path) -> list[dict]:
-    """Every line of the table is a whole row (no cut line, no duplicate case); every listed map loads."""
-    from kneeoa.data.volume import read_volume
-    from kneeoa.engine.score_io import SCORE_COLUMNS
-
-    if not table.exists():
-        return []
-    text = table.read_text(encoding="utf-8")
-    assert text.endswith("\n")
-    lines = list(csv.reader(text.splitlines()))
-    assert lines[0] == SCORE_COLUMNS and all(len(values) == len(SCORE_COLUMNS) for values in lines)
-    rows = [dict(zip(SCORE_COLUMNS, values)) for values in lines[1:]]
-    ids = [r["case_id"] for r in rows]
-    assert len(ids) == len(set(ids))
-    for row in rows:
-        if row["saliency_path"]:
-            assert read_volume(row["saliency_path"]).array.max() <= 1.0
-    for path in maps.glob("*_saliency.nii.gz") if maps.is_dir() else []:
-        if not _temp(path):
-            read_volume(path)
-    return rows
 
 
 def test_scoring_killed_three_times_at_random_then_resumed_equals_one_run(tmp_path, monkeypatch):
@@ -140,18 +111,18 @@ def test_scoring_killed_three_times_at_random_then_resumed_equals_one_run(tmp_pa
     rng = random.Random(7)
     kills = 0
     for attempt in range(KILLS):
-        done = len(_assert_scores_complete_on_disk(out, maps))
+        done = len(assert_scores_whole(out, maps))
         cmd = kneeoa_cmd("score", str(folder), "--out", str(out), "--saliency", str(maps), *common,
                          *(["--resume"] if attempt else []))
         rc = _kill_after_events(cmd, events=1 + rng.randint(1, max(1, (31 - done) // 2)),
                                 delay=rng.uniform(0.0, 0.05))
         assert rc in (None, 0)
         kills += rc is None
-        _assert_scores_complete_on_disk(out, maps)
+        assert_scores_whole(out, maps)
     assert kills == KILLS
     assert run_main(monkeypatch, "score", str(folder), "--out", str(out), "--saliency", str(maps), *common,
                     "--resume") == 0
-    rows = _assert_scores_complete_on_disk(out, maps)
+    rows = assert_scores_whole(out, maps)
 
     def comparable(row: dict) -> tuple:
         return tuple(sorted({**row, "saliency_path": Path(row["saliency_path"]).name}.items()))
