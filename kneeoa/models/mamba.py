@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from kneeoa.models.scan import scan_chunk
+
 BACKEND_ENV = "KNEEOA_MAMBA_BACKEND"  # "torch" forces the PyTorch scan even on CUDA with mamba_ssm
 _MAMBA_SSM: dict[str, object] = {}
 
@@ -32,50 +34,6 @@ def mamba_ssm_status() -> tuple[bool, str]:
         except Exception as err:  # ImportError, or a CUDA extension that fails to load
             _MAMBA_SSM.update(ok=False, reason=f"mamba_ssm not importable: {type(err).__name__}: {err}")
     return bool(_MAMBA_SSM["ok"]), str(_MAMBA_SSM["reason"])
-
-
-def _scan_block(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-    """Exact scan of one chunk of T tokens from state h0 (b, E, N): returns y (b, T, E) without the D term, h_T.
-
-    Two levels keep both the Python loop and memory short: the chunk is cut into m blocks of c ~ sqrt(T)
-    tokens laid out step-major (c, b, m, ...) so each step touches contiguous memory. Pass 1 runs the
-    c-step recurrence in all blocks at once from a zero state; an m-step recurrence then carries the true
-    state across blocks (a block's total decay is exp(A * sum(delta))); pass 2 reruns the c steps from the
-    true block-start states and reads y out at each step, so no (T, E, N) state history is kept. Only
-    factors exp(delta*A) in (0, 1] appear (no exp of positive sums): nothing can overflow.
-    """
-    b, T, E = x.shape
-    N = A.shape[1]
-    c = 1 << max(0, math.ceil(math.log2(max(T, 1))) // 2)
-    m = -(-T // c)
-    pad = m * c - T
-    if pad:  # delta = 0 steps leave the state unchanged (decay 1, input 0)
-        x, delta = F.pad(x, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
-        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
-
-    def step_major(t: Tensor) -> Tensor:  # (b, m*c, K) -> (c, b, m, K)
-        return t.reshape(b, m, c, t.shape[-1]).permute(2, 0, 1, 3).contiguous()
-
-    delta_s = step_major(delta)
-    dA = torch.exp(delta_s.unsqueeze(-1) * A)  # (c, b, m, E, N)
-    BX = (delta_s * step_major(x)).unsqueeze(-1) * step_major(B).unsqueeze(-2)  # (c, b, m, E, N)
-    Cs = step_major(C).unsqueeze(-2)  # (c, b, m, 1, N)
-    cur = BX.new_zeros(b, m, E, N)
-    for j in range(c):
-        cur = dA[j] * cur + BX[j]
-    block_decay = torch.exp(delta_s.sum(0).unsqueeze(-1) * A)  # (b, m, E, N)
-    starts = []
-    h = h0
-    for k in range(m):
-        starts.append(h)
-        h = block_decay[:, k] * h + cur[:, k]
-    cur = torch.stack(starts, 1)
-    ys = []
-    for j in range(c):
-        cur = dA[j] * cur + BX[j]
-        ys.append((cur * Cs[j]).sum(-1))  # (b, m, E)
-    y = torch.stack(ys, 2).reshape(b, m * c, E)  # (b, m, c, E) -> token order
-    return y[:, :T], h
 
 
 def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -96,10 +54,10 @@ def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     for start in range(0, L, chunk_size):
         part = [t[:, start:start + chunk_size] for t in (x, delta)]
         bc = [t[:, start:start + chunk_size] for t in (B, C)]
-        if grad and L > chunk_size:
-            y, h = checkpoint(_scan_block, part[0], part[1], A, bc[0], bc[1], h, use_reentrant=False)
+        if grad and L > chunk_size:  # keep no (chunk, E, N) tensors per chunk: recompute them in backward
+            y, h = checkpoint(scan_chunk, part[0], part[1], A, bc[0], bc[1], h, use_reentrant=False)
         else:
-            y, h = _scan_block(part[0], part[1], A, bc[0], bc[1], h)
+            y, h = scan_chunk(part[0], part[1], A, bc[0], bc[1], h)
         ys.append(y)
     y = torch.cat(ys, 1) if len(ys) > 1 else ys[0]
     return (y + x * D.float()).to(dtype)
@@ -209,6 +167,6 @@ class Mamba(nn.Module):
         dt, B, C = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log.float())
-        y, h = _scan_block(xs.float(), delta.float(), A, B.float(), C.float(), h)
+        y, h = scan_chunk(xs, delta, A, B, C, h)
         y = (y + xs.float() * self.D.float()).to(xs.dtype)
         return self.out_proj(y * F.silu(z)), h
