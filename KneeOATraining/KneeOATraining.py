@@ -439,9 +439,11 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
         return jobs.Job(argv, env=self.jobEnvironment()).start(), monitor
 
     def wait(self, job, monitor, onEvent=None, timeoutS=None):
-        """Block until a started job ends, feeding the monitor; JobError if it failed."""
+        """Block until a started job ends, feeding the monitor (each epoch printed unless `onEvent` is given);
+        JobError if it failed."""
         def note(event):
-            monitor.update(event)
+            if monitor.update(event) and onEvent is None:
+                print(f"KneeOA: {monitor.status()}")  # console use: one line per epoch
             if onEvent is not None:
                 onEvent(event)
 
