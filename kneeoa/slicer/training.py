@@ -215,7 +215,9 @@ def cohort_summary(folder: str | Path | None) -> str:
         from kneeoa.data.cohort import load_cohort
 
         summary = load_cohort(path).summary()
-    except Exception as err:  # not a cohort, or the dependencies are not installed yet
+    except ImportError as err:  # Slicer before the dependencies are installed (Train offers to install them)
+        return f"Cannot read the cohort yet: {err.name or err} is not installed."
+    except Exception as err:  # not a cohort: the reader says why
         return f"Not usable: {err}"
     splits = [f"{name} {s['n_cases']} (KL 0-4: {'/'.join(str(n) for n in s['kl_counts'].values())})"
               for name, s in summary["splits"].items()]
