@@ -74,13 +74,25 @@ def list_cases(folder: str | Path) -> list[tuple[str, str]]:
     return items
 
 
-def _check_outputs(out_csv: Path, saliency_dir: Path | None, items: list[tuple[str, str]]) -> None:
+def _cohort_tables(folder: Path) -> set[Path]:
+    """The tables `load_cohort` reads in `folder` (labels, subject and knee-side tables): inputs as well."""
+    from kneeoa.data.oaizib import FOLDERS, KNEE_SIDE_FILE
+
+    names = ["labels.csv", "labels.xlsx", KNEE_SIDE_FILE,
+             *(f"{stem}{suffix}" for *_, stem in FOLDERS.values() for suffix in (".xlsx", ".csv"))]
+    return {(folder / name).resolve() for name in names if (folder / name).is_file()}
+
+
+def _check_outputs(out_csv: Path, saliency_dir: Path | None, items: list[tuple[str, str]],
+                   folder: Path | None = None) -> None:
     """Outputs never overwrite inputs."""
     if out_csv.suffix.lower() != ".csv":
         raise ConfigError("the scores table must be a .csv file", out_csv)
     inputs = {Path(p).resolve() for _, p in items}
     if out_csv.resolve() in inputs:
         raise ConfigError("the scores table would overwrite an input volume", out_csv)
+    if folder is not None and out_csv.resolve() in _cohort_tables(Path(folder)):
+        raise ConfigError("the scores table would overwrite the cohort's own table", out_csv)
     if saliency_dir is not None:
         clash = [p for cid, _ in items if (p := saliency_path_for(saliency_dir, cid).resolve()) in inputs]
         if clash:
@@ -108,7 +120,7 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
         raise ConfigError("--resume and --overwrite exclude each other")
     shard_ = parse_shard(shard)
     items = list_cases(folder)
-    _check_outputs(out_csv, saliency_dir, items)
+    _check_outputs(out_csv, saliency_dir, items, Path(folder))
     exists = out_csv.exists()
     if exists and not (resume or overwrite):
         raise ConfigError("scores table exists; pass --resume to continue it or --overwrite to replace it", out_csv)
