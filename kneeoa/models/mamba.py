@@ -4,8 +4,9 @@
 parameters of `mamba_ssm.Mamba` (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj) with the same
 initialisation, so one state_dict runs on either path. On CUDA with `mamba_ssm` importable the forward is
 `mamba_ssm.Mamba.forward` evaluated with *these* parameters (torch.func.functional_call); everywhere else
-the selective scan below runs in chunks: at the paper's input size the nnMamba stem sequence is ~1.3M
-tokens and a plain scan would materialise (L, ED, N) tensors of ~2.7 GB each.
+the mixer runs in chunks along L with the blocked scan of `kneeoa.models.scan` (exact, no Python loop per
+token, its own backward): at the paper's input size the nnMamba stem sequence is ~1.3M tokens and a plain
+scan would materialise (L, ED, N) tensors of ~2.7 GB each.
 """
 
 from __future__ import annotations
