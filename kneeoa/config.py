@@ -67,6 +67,8 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {err}", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text (is this a YAML file?)", path) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of options at the top level", path)
     return data
