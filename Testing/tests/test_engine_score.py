@@ -183,3 +183,31 @@ def test_score_volume_without_mask_has_no_overlap(tmp_path: Path, checkpoint: Pa
     assert result["overlap"] is None and result["saliency_path"] is None
     assert abs(sum(result["kl_probs"]) - 1) < 1e-5 and result["pred_oa"] in (0, 1)
     json.dumps(result)
+
+
+PEAK_RSS = """
+import resource, sys
+from kneeoa.engine.score import score_folder
+score_folder(sys.argv[1], sys.argv[2], sys.argv[3], device="cpu", workers=0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_a_long_cohort(tmp_path: Path, checkpoint: Path):
+    import os
+    import subprocess
+    import sys
+
+    def peak_kib(n: int) -> int:
+        folder = tmp_path / f"c{n}"
+        volume_folder(folder, n, shape=(12, 12, 12))
+        proc = subprocess.run([sys.executable, "-c", PEAK_RSS, str(folder), str(checkpoint), str(tmp_path / f"{n}.csv")],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                                                "KNEEOA_PROGRESS": "none"})
+        assert proc.returncode == 0, proc.stderr
+        assert len(read_scores(tmp_path / f"{n}.csv")) == n
+        return int(proc.stdout.strip().splitlines()[-1])
+
+    small, large = peak_kib(30), peak_kib(250)
+    assert large - small < 40 * 1024, f"peak RSS grew by {(large - small) / 1024:.0f} MiB from 30 to 250 volumes"

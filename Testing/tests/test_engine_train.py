@@ -130,3 +130,20 @@ def test_cli_prints_json_progress_with_epoch_loss_and_metric(phantom_cohort, tmp
 def test_cli_refuses_a_new_run_without_backbone(tmp_path: Path, phantom_cohort, monkeypatch, capsys):
     assert run_main(monkeypatch, "train", "--data", str(phantom_cohort), "--out", str(tmp_path / "run")) == 1
     assert "--backbone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_corrupt_training_image_stops_with_one_clear_message(phantom_cohort, tmp_path: Path, monkeypatch, capsys,
+                                                               workers: int):
+    import shutil
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(phantom_cohort, cohort)
+    victim = sorted((cohort / "imagesTr").glob("*.nii.gz"))[2]
+    victim.write_bytes(victim.read_bytes()[:300])
+    rc = run_main(monkeypatch, "train", "--data", str(cohort), "--backbone", "resnet3d", "--variant", "dual",
+                  "--out", str(tmp_path / "run"), "--epochs", "1", "--input-size", "24", "--width", "4",
+                  "--workers", str(workers), "--device", "cpu")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("kneeoa train: error:") and victim.name in err[-1]
+    assert "Traceback" not in "\n".join(err)

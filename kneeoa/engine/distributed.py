@@ -105,7 +105,8 @@ def wrap_model(model: Any, info: DistInfo, device: Any) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    # variant heads leave nothing unused, but a backbone option may; the check costs little at these sizes
+    # every parameter of a KneeOA model feeds its variant's loss (a variant builds only its own heads),
+    # so DDP needs no per-step search for unused parameters
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 
 
