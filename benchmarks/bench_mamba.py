@@ -11,12 +11,14 @@ also checks that they give the same gradients. `KNEEOA_BENCH_DEVICE=cuda` times 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # baselines/ when run on its own
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # kneeoa from a checkout without installing
 
 LAYER_TARGET = 2.0  # x faster than the baseline
 STEP_TARGET = 1.5
@@ -139,6 +141,70 @@ def nnmamba_step_case(device, repeats: int = 3) -> dict:
                     f"{diff:.1e} of the largest grad"}
 
 
+def paper_step(device, chunk: int | None, bf16: bool = False, baseline: bool = False, steps: int = 2,
+               shape: tuple[int, int, int] = (160, 256, 256), width: int | None = None) -> dict:
+    """Paper-size Dual nnMamba training step (batch 2, AdamW) with a given Mamba chunk; for the GPU sweep."""
+    import torch
+    from baselines.mamba_scan_reference import ReferenceMamba
+
+    from kneeoa.models.heads import hierarchical_loss
+    from kneeoa.models.registry import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    options = {"mamba_chunk": chunk} if chunk else {}
+    model = build_model(ModelSpec("nnmamba", "dual", input_shape=shape, width=width, options=options)).to(device)
+    if baseline:
+        layer = model.backbone.mamba_layer_stem
+        old = layer.mamba
+        layer.mamba = ReferenceMamba(old.d_model, d_state=old.d_state, d_conv=old.d_conv, expand=old.expand,
+                                     chunk_size=chunk).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    x = torch.randn(2, 1, *shape, device=device)
+    kl = torch.tensor([1, 3], device=device)
+    sync = _sync(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = hierarchical_loss(model(x), kl, None, "dual")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step()  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    row = {"chunk": chunk, "bf16": bf16, "scan": "two-level baseline" if baseline else "blocked",
+           "step_s": round((time.perf_counter() - t0) / steps, 4)}
+    if device.type == "cuda":
+        row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return row
+
+
+def paper_sweep(device, tiny: bool = False) -> list[dict]:
+    """Chunk sizes x precision for the paper-size training step, plus one baseline step (GPU)."""
+    import torch
+
+    shape, width = ((16, 32, 32), 4) if tiny else ((160, 256, 256), None)
+    rows = []
+    configs = [(c, False, False) for c in (65536, 131072, 262144, 524288, 1310720)]
+    configs += [(c, True, False) for c in (131072, 524288)] + [(131072, False, True)]
+    for chunk, bf16, baseline in configs:
+        try:
+            rows.append(paper_step(device, chunk // 1024 if tiny else chunk, bf16, baseline,
+                                   steps=1 if tiny or baseline else 2, shape=shape, width=width))
+        except torch.OutOfMemoryError as err:
+            rows.append({"chunk": chunk, "bf16": bf16, "error": f"out of memory: {str(err)[:120]}"})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
     """Rows {case, ours_s, baseline_s, ratio, target, passed, note}."""
     from kneeoa.engine.devices import resolve_device
@@ -151,10 +217,24 @@ def run(quick: bool = False) -> list[dict]:
 
 if __name__ == "__main__":
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: $KNEEOA_BENCH_DEVICE or cpu)")
+    parser.add_argument("--paper", action="store_true", help="also sweep the paper-size training step (GPU)")
+    parser.add_argument("--tiny", action="store_true", help="with --paper: tiny sizes (a CPU dry run)")
+    parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
-    for row in run(args.quick):
-        print(json.dumps(row))
+    if args.device:
+        os.environ["KNEEOA_BENCH_DEVICE"] = args.device
+    rows = run(args.quick)
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    result = {"rows": rows}
+    if args.paper:
+        from kneeoa.engine.devices import resolve_device
+
+        result["paper_sweep"] = paper_sweep(resolve_device(os.environ.get("KNEEOA_BENCH_DEVICE", "cpu"),
+                                                           quiet=True), args.tiny)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))

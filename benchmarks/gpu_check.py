@@ -4,7 +4,10 @@
     python benchmarks/gpu_check.py --tiny     # CPU dry run with tiny inputs (checks the script itself)
 
 (a) `mamba_ssm` vs our PyTorch Mamba on the same weights and input (fp32, max abs diff; skipped with the
-    reason when mamba_ssm is not importable), plus our scan on CUDA vs on CPU.
+    reason when mamba_ssm is not importable), plus our scan on CUDA vs on CPU; (a2) one Mamba layer's
+    forward+backward at the stem length, our blocked scan vs the old two-level loop (bench_mamba).
+    Every model below uses the fastest Mamba path there is: mamba_ssm's kernels when importable, else
+    the blocked PyTorch scan with its CUDA chunk default.
 (b) paper-size training step (Dual, batch 2, AdamW) per backbone: fp32 vs bf16 autocast, and
     channels_last_3d for ResNet3D -> samples/s and peak memory.
 (c) inference latency of Dual ResNet3D at 160x256x256, batch 1, fp32 and bf16 (median after warm-up).
@@ -27,6 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # bench_mamba and its baseline
 
 from kneeoa.models.heads import hierarchical_loss  # noqa: E402
 from kneeoa.models.mamba import Mamba, mamba_ssm_status  # noqa: E402
@@ -84,6 +88,17 @@ def mamba_parity(device: torch.device, tiny: bool) -> dict:
         out["our_module_cuda_vs_official_max_abs"] = float((y_auto - y_official).abs().max())
         out["pass_1e-3"] = out["mamba_ssm_vs_cpu_max_abs"] < 1e-3
         return out
+
+
+def mamba_layer_timing(device: torch.device, tiny: bool) -> dict:
+    """Forward+backward of one nnMamba-sized Mamba layer on the device: our blocked scan vs the old loop."""
+    from bench_mamba import layer_case
+
+    L = 4096 if tiny else 80 * 128 * 128 // 8
+    row = layer_case(L, device, repeats=2)
+    ok, reason = mamba_ssm_status()
+    row["mamba_ssm"] = reason  # with it importable, nnMamba in (b) runs mamba_ssm's kernels instead
+    return row
 
 
 def train_steps(spec: ModelSpec, device: torch.device, bf16: bool, channels_last: bool, steps: int) -> dict:
@@ -200,11 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                      "mamba_ssm": mamba_ssm_status()[1]}
     print(json.dumps(results), flush=True)
     section(results, "a_mamba_parity", lambda: mamba_parity(device, args.tiny), deadline)
+    section(results, "a2_mamba_layer", lambda: mamba_layer_timing(device, args.tiny), deadline)
     section(results, "b_train_throughput", lambda: throughput(device, args.tiny), deadline)
     section(results, "c_inference_latency", lambda: latency(device, args.tiny), deadline)
     section(results, "d_tflops", lambda: tflops(device, args.tiny, results.get("b_train_throughput", {})), deadline)
     print("\nsection                      result")
-    for key in ("a_mamba_parity", "b_train_throughput", "c_inference_latency", "d_tflops"):
+    for key in ("a_mamba_parity", "a2_mamba_layer", "b_train_throughput", "c_inference_latency", "d_tflops"):
         value = results.get(key, {})
         if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()) and value:
             for sub, row in value.items():

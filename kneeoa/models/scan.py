@@ -67,14 +67,23 @@ class SelectiveScan(torch.autograd.Function):
         a = torch.exp(dt.unsqueeze(-1) * A)  # in (0, 1]: delta >= 0 and A < 0
         bx = (dt * xt).unsqueeze(-1) * Bt
         h = linear_scan(a, bx, h0.contiguous(), block)
-        y = torch.matmul(h, Ct.transpose(-1, -2)).squeeze(-1)  # (T, b, E)
+        with torch.autocast(x.device.type, enabled=False):  # the scan is fp32 also inside autocast regions
+            y = torch.matmul(h, Ct.transpose(-1, -2)).squeeze(-1)  # (T, b, E)
         ctx.save_for_backward(x, delta, A, B, C, h0, a, h)
         ctx.block = block
         return y.transpose(0, 1), h[-1].clone()
 
     @staticmethod
     def backward(ctx, gy: Tensor, g_last: Tensor | None):
-        x, delta, A, B, C, h0, a, h = ctx.saved_tensors
+        saved = ctx.saved_tensors  # unpacked once: checkpoint allows no second unpack
+        gy = gy.to(saved[-1].dtype)  # the states' dtype: fp32 (fp64 in gradcheck), also under autocast
+        g_last = None if g_last is None else g_last.to(gy.dtype)
+        with torch.autocast(gy.device.type, enabled=False):
+            return SelectiveScan._backward(ctx.block, saved, gy, g_last)
+
+    @staticmethod
+    def _backward(block: int, saved: tuple[Tensor, ...], gy: Tensor, g_last: Tensor | None):
+        x, delta, A, B, C, h0, a, h = saved
         xt, dt = x.transpose(0, 1), delta.transpose(0, 1)
         Bt, Ct = B.transpose(0, 1), C.transpose(0, 1)
         gyt = gy.transpose(0, 1).contiguous()
@@ -83,7 +92,7 @@ class SelectiveScan(torch.autograd.Function):
         g = gyt.unsqueeze(-1) * Ct.unsqueeze(2)
         if g_last is not None:
             g[-1] += g_last
-        K = linear_scan(a, a * g, torch.zeros_like(h0), ctx.block, reverse=True)
+        K = linear_scan(a, a * g, torch.zeros_like(h0), block, reverse=True)
         G = g
         G[:-1] += K[1:]
         u = dt * xt
