@@ -131,3 +131,31 @@ def test_scoring_killed_three_times_at_random_then_resumed_equals_one_run(tmp_pa
     assert {comparable(r) for r in rows} == {comparable(r) for r in reference} and len(rows) == 31
     for name in (Path(r["saliency_path"]).name for r in reference if r["saliency_path"]):
         assert (maps / name).read_bytes() == (tmp_path / "full_maps" / name).read_bytes()
+
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL at one exact instruction (a real signal cannot be aimed that precisely)."""
+
+
+def test_a_kill_between_trainer_state_and_log_line_loses_no_epoch_line(phantom_cohort, tmp_path, monkeypatch):
+    """What the random kills above once hit: epoch 2's state and checkpoint saved, its log line not yet."""
+    from kneeoa.engine.rundir import RunDir
+
+    run = tmp_path / "run"
+    append = RunDir.append_metrics
+
+    def killed_at_epoch_2(self, row):
+        if row["epoch"] == 2:
+            raise _Killed
+        append(self, row)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunDir, "append_metrics", killed_at_epoch_2)
+        with pytest.raises(_Killed):
+            run_main(patch, "train", "--data", str(phantom_cohort), "--out", str(run), "--backbone", "resnet3d",
+                     "--variant", "dual", "--epochs", "3", "--input-size", "16", "--width", "4", "--batch-size", "4",
+                     "--device", "cpu")
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert run_main(monkeypatch, "train", "--out", str(run), "--resume") == 0
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

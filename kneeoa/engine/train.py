@@ -9,6 +9,7 @@ epochs one process ran. The last epoch is evaluated on the test split (the paper
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -105,9 +106,11 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any, tensorboar
     scaler = grad_scaler(device, cfg["amp"])
     done = 0
     if mode == "resume" and run.state.is_file():
-        done = restore(load_trainer_state(run.state), model, optimizer, scaler)
+        state = load_trainer_state(run.state)
+        done = restore(state, model, optimizer, scaler)
         if info.is_main:
             run.truncate_metrics(done)
+            _restore_metrics_line(run, state["meta"], done)
             run.log(f"resumed after epoch {done} of {cfg['epochs']}")
     elif info.is_main:
         run.log(f"new run: {cfg['backbone']} {cfg['variant']} preset {cfg['preset']}, {len(train_cases)} training "
@@ -241,12 +244,20 @@ def _save_epoch(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict,
     from kneeoa.models.checkpoint import save_checkpoint
 
     run.checkpoints.mkdir(parents=True, exist_ok=True)
+    # the state carries the epoch's log line: a kill before the line is appended must not lose it
     save_trainer_state(run.state, model, optimizer, scaler, epochs_done, finished=False,
-                       info={"seed": cfg["seed"]})
+                       info={"seed": cfg["seed"], "metrics_row": json.loads(json.dumps(row, default=float))})
     train_metrics = {k: row[k] for k in ("loss", *_metric_keys(row))}
     save_checkpoint(run.last, model, _card(model, cfg, cohort, train_cases, epochs_done, {"train_last_epoch": train_metrics}))
     run.append_metrics(row)
     run.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def _restore_metrics_line(run: RunDir, meta: dict, done: int) -> None:
+    """Put back the last complete epoch's metrics line when a kill came between the trainer state and the log."""
+    row = meta.get("metrics_row")
+    if row and int(row.get("epoch", -1)) == done and all(int(r.get("epoch", 0)) != done for r in run.read_metrics()):
+        run.append_metrics(row)
 
 
 def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, cohort: Any, train_cases: list,
