@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CASES = ["stats", "engine", "saliency", "memory", "models", "demo"]
+CASES = ["stats", "engine", "saliency", "memory", "models", "mamba", "demo"]
 
 
 def _fmt(value) -> str:

@@ -89,7 +89,9 @@ class Mamba(nn.Module):
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
-        self.chunk_size = chunk_size  # None: 4096 tokens on CPU, 32768 on GPUs (more memory, fewer launches)
+        # None: 4096 tokens on CPU, 131072 on GPUs. On an H100 the paper-size nnMamba training step took
+        # 0.33 s at 131072 (7 GB), 0.37 s at 65536 (5 GB), 0.26 s unchunked (42 GB): see bench_mamba --paper
+        self.chunk_size = chunk_size
         self.backend = backend
         self._ssm_kwargs = dict(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
                                 dt_rank=self.dt_rank, conv_bias=conv_bias, bias=bias)
