@@ -77,3 +77,28 @@ def test_device_note_explains_cpu_fallback():
     assert "No CUDA GPU found" in deps.device_note("auto", cuda_available=False)
     assert "will fail" in deps.device_note("cuda", cuda_available=False)
     assert "CPU (chosen)" in deps.device_note("cpu", cuda_available=True)
+
+
+def _asked_and_installed():
+    asked, installed = [], []
+    return asked, installed, (lambda message: asked.append(message) or True), installed.append
+
+
+def test_ensure_asks_nothing_when_everything_is_there():
+    asked, installed, confirm, install = _asked_and_installed()
+    assert deps.ensure(confirm, install) is True
+    assert asked == [] and installed == []
+
+
+def test_ensure_shows_the_plan_and_installs_only_after_a_yes():
+    asked, installed, confirm, install = _asked_and_installed()
+    missing = ["surely-not-a-kneeoa-dependency>=1.0"]
+    assert deps.ensure(confirm, install, requirements=missing) is False  # still missing after the "install"
+    assert "surely-not-a-kneeoa-dependency>=1.0" in asked[0]
+    assert [plan.pip_requirements for plan in installed] == [missing]
+
+
+def test_ensure_installs_nothing_when_the_user_says_no():
+    installed = []
+    assert deps.ensure(lambda message: False, installed.append, requirements=["surely-not-a-kneeoa-dep>=1"]) is False
+    assert installed == []

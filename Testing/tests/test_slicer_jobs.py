@@ -131,3 +131,10 @@ def test_cancel_stops_child_and_grandchild(tmp_path, new_session):
     job.cancel(grace_s=1.0)
     assert _gone(child) and _gone(grandchild)
     assert job.cancelled and job.returncode is not None
+
+
+def test_outside_slicer_the_job_environment_builds_on_this_process(monkeypatch):
+    monkeypatch.setenv("KNEEOA_TEST_MARK", "kept")
+    env = jobs.slicer_job_environment()
+    assert env["KNEEOA_TEST_MARK"] == "kept" and env["KNEEOA_PROGRESS"] == "json"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(jobs.KNEEOA_ROOT)

@@ -7,6 +7,8 @@ Qt-free, so it is testable headless with the MRML classes of the `slicer-core` w
   jobs     background `kneeoa` processes: command lines, JSON progress lines, cancel (whole process tree)
   deps     which Python packages are missing and how to install them inside Slicer
   grading  one grading run: inputs -> temp NIfTI -> `kneeoa grade` -> result + saliency nodes
+  module_widget  what both module widgets share: parameter node <-> .ui, plot views, dependency prompt, reload
+  selftest       what both module self-tests share: empty scene, phantom cohort, the module's logic
 
 Importing this package (and `jobs`, `deps`) needs only the standard library; numpy, vtk and slicer
 are imported inside the submodules/functions that use them, so Slicer can offer to install

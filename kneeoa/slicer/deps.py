@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -178,3 +179,18 @@ def install(plan: InstallPlan, ask_confirmation: bool = False) -> None:
         constraints = Path(tempfile.mkdtemp(prefix="kneeoa-deps-")) / "constraints.txt"
         constraints.write_text(constraints_text(report.torch_version or ""))
         slicer.util.pip_install(install_plan(report).pip_args(constraints))
+
+
+def ensure(confirm: Callable[[str], bool], install_plan_with: Callable[[InstallPlan], None] = install,
+           requirements: tuple[str, ...] | list[str] = REQUIREMENTS,
+           torch_requirement: str = TORCH_REQUIREMENT) -> bool:
+    """True when every dependency is there, after asking `confirm(plan message)` to install what is missing
+    and installing it with `install_plan_with(plan)` (errors propagate to the caller, which shows them)."""
+    report = check(requirements, torch_requirement)
+    if report.ok:
+        return True
+    plan = install_plan(report)
+    if not confirm(plan.message):
+        return False
+    install_plan_with(plan)
+    return check(requirements, torch_requirement).ok

@@ -70,6 +70,17 @@ def job_environment(base: dict[str, str] | None = None, kneeoa_root: str | Path 
     return env
 
 
+def slicer_job_environment() -> dict[str, str]:
+    """`job_environment` on Slicer's startup environment inside Slicer (as launchConsoleProcess uses; PythonSlicer
+    sets up its own paths), else on this process's."""
+    slicer = sys.modules.get("slicer")
+    if slicer is not None and hasattr(slicer, "app"):
+        import slicer.util
+
+        return job_environment(slicer.util.startupEnvironment())
+    return job_environment(dict(os.environ))
+
+
 def parse_line(line: str) -> dict[str, Any]:
     """One output line -> event dict. JSON objects with an "event" key pass through; anything else
     (warnings, tracebacks, `kneeoa grade: error: ...`) becomes {"event": "text", "message": line}."""

@@ -1,0 +1,116 @@
+"""What the KneeOAGrading and KneeOATraining module widgets share, so neither module file repeats it.
+
+Standard library only at import: vtk, slicer and Slicer's dialogs are imported inside the functions,
+so the parameter-node plumbing, plot-view nodes and HTML tables stay testable headless.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+# kneeoa.slicer submodules in dependency order: a module is reloaded after the ones it imports.
+RELOAD_ORDER = ("nodes", "display", "results", "jobs", "deps", "grading", "training", "latent_plot",
+                "latent_cases", "selftest", "module_widget")
+
+
+def _modified_event() -> int:
+    from vtk import vtkCommand
+
+    return vtkCommand.ModifiedEvent
+
+
+class ModuleWidgetMixin:
+    """Mixed into a module widget (after ScriptedLoadableModuleWidget and VTKObservationMixin): keeps one
+    @parameterNodeWrapper node connected to `self.ui`, calling `self._onParameterModified()` when it changes,
+    and offers to install missing dependencies.
+
+    The widget provides `ui`, `initializeParameterNode()` and `_onParameterModified(caller=None, event=None)`.
+    """
+
+    _parameterNode: Any = None
+    _parameterNodeGuiTag: Any = None
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, _modified_event(), self._onParameterModified)
+
+    def setParameterNode(self, inputParameterNode: Any) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, _modified_event(), self._onParameterModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # .ui widgets carry a "SlicerParameterName" property naming their parameter
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, _modified_event(), self._onParameterModified)
+            self._onParameterModified()
+
+    def _ensureDependencies(self) -> bool:
+        """Offer to install what is missing (torch via the PyTorch extension, the rest with pip)."""
+        return offer_dependencies()
+
+
+def reload_helpers(*packages: str) -> list[str]:
+    """Developer 'Reload': reload the loaded kneeoa.slicer submodules (dependencies first), then the loaded
+    submodules of each helper package (e.g. "KneeOAGradingLib"), so the module file re-imports fresh code."""
+    names = [f"kneeoa.slicer.{name}" for name in RELOAD_ORDER]
+    names += sorted(name for name in sys.modules if name.startswith("kneeoa.slicer.") and name not in names)
+    for package in packages:
+        names += sorted(name for name in sys.modules if name.startswith(package + "."))
+    reloaded = [name for name in names if name in sys.modules]
+    for name in reloaded:
+        importlib.reload(sys.modules[name])
+    return reloaded
+
+
+def html_table(rows: Iterable[tuple[Any, Any]]) -> str:
+    """(name, value) rows as the small two-column HTML table the module panels show in a QLabel."""
+    return "<table>" + "".join(f"<tr><td><b>{k}</b>&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def plot_view_node(scene: Any, tag: str, name: str | None = None) -> Any:
+    """The module's own vtkMRMLPlotViewNode (a singleton tagged `tag`), created on first use."""
+    node = scene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", name or tag)
+        node.SetSingletonTag(tag)
+    return node
+
+
+@contextmanager
+def showing_errors(message: str, wait_cursor: bool = True) -> Iterator[None]:
+    """Show an exception to the user and stop there (a Qt slot has nobody to re-raise to)."""
+    import slicer.util
+
+    try:
+        with slicer.util.tryWithErrorDisplay(message, waitCursor=wait_cursor):
+            yield
+    except Exception:
+        logging.debug("shown to the user", exc_info=True)
+
+
+def offer_dependencies() -> bool:
+    """Ask (Slicer dialog) to install what is missing, install it showing any error; True when all is there."""
+    import slicer.util
+    from slicer.i18n import tr as _
+
+    from kneeoa.slicer import deps
+
+    def confirm(message: str) -> bool:
+        return slicer.util.confirmOkCancelDisplay(message + "\n\n" + _("Install now?"), windowTitle="KneeOA")
+
+    def install(plan: deps.InstallPlan) -> None:  # the wait cursor only while installing, not over the question
+        with showing_errors(_("Installing KneeOA dependencies failed.")):
+            deps.install(plan)
+
+    return deps.ensure(confirm, install)
