@@ -2,49 +2,37 @@
 
 A thin module: command lines, run folders, progress parsing and the loss plot live in
 `kneeoa.slicer.training`, the latent tables and their plot in `kneeoa.slicer.latent_plot` and
-`kneeoa.slicer.latent_cases`; training, embeddings and the PCA run in `kneeoa` in background processes.
+`kneeoa.slicer.latent_cases`, the widget's job polling, latent panel and the self-test body in
+`KneeOATrainingLib`; training, embeddings and the PCA run in `kneeoa` in background processes.
 """
 
-import logging
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import qt
 import slicer
-import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
 
-# Installed extension: `kneeoa/` lies next to this file. Source checkout: one folder up.
-for _root in (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent):
-    if (_root / "kneeoa" / "__init__.py").is_file():
-        if str(_root) not in sys.path:
-            sys.path.insert(0, str(_root))
-        break
+# `kneeoa/` lies next to this file when installed, one folder up in a source checkout. Slicer puts this folder
+# (with KneeOATrainingLib/) on sys.path; loading the file by path, as the pytest suite does, needs it added.
+_here = Path(__file__).resolve().parent
+for _root in (_here.parent, _here):
+    if str(_root) not in sys.path and (_root == _here or (_root / "kneeoa" / "__init__.py").is_file()):
+        sys.path.insert(0, str(_root))
 
-from kneeoa.errors import ConfigError, JobError  # noqa: E402  (needs the path above)
-from kneeoa.slicer import deps, jobs, latent_cases, latent_plot, training  # noqa: E402
+from KneeOATrainingLib import selftest, widget_helpers  # noqa: E402  (needs the path above)
 
-
-@contextmanager
-def showingErrors(message):
-    """Show an exception to the user and stop there (a Qt slot has nobody to re-raise to)."""
-    try:
-        with slicer.util.tryWithErrorDisplay(message, waitCursor=True):
-            yield
-    except Exception:
-        logging.debug("shown to the user", exc_info=True)
+from kneeoa.errors import ConfigError, JobError  # noqa: E402
+from kneeoa.slicer import jobs, latent_cases, latent_plot, module_widget, training  # noqa: E402
 
 
 class KneeOATraining(ScriptedLoadableModule):
@@ -82,15 +70,16 @@ class KneeOATrainingParameterNode:
     latentSplit: Annotated[str, Choice(list(latent_plot.SPLITS))] = "test"
 
 
-class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, module_widget.ModuleWidgetMixin,
+                           widget_helpers.JobRunner, widget_helpers.LatentPanel):
+    """The training panel; job polling and the latent-space panel live in KneeOATrainingLib.widget_helpers."""
+
     POLL_MS = 300
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._job = None  # jobs.Job (train, study) or latent_cases.JobChain (latent) running in the background
         self._jobKind = None
         self._monitor = None
@@ -135,11 +124,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _plotView(self, frame, tag):
         view = slicer.qMRMLPlotView()
         view.setMRMLScene(slicer.mrmlScene)
-        node = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
-        if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode", tag)
-            node.SetSingletonTag(tag)
-        view.setMRMLPlotViewNode(node)
+        view.setMRMLPlotViewNode(module_widget.plot_view_node(slicer.mrmlScene, tag))
         frame.layout().addWidget(view)
         return view
 
@@ -148,23 +133,10 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()
         self.removeObservers()
 
-    def enter(self):
-        self.initializeParameterNode()
-
     def onReload(self):
-        """Developer 'Reload': reload the kneeoa.slicer helpers first, then this module."""
-        import importlib
-
-        for name in ("nodes", "display", "jobs", "deps", "training", "latent_plot", "latent_cases"):
-            if f"kneeoa.slicer.{name}" in sys.modules:
-                importlib.reload(sys.modules[f"kneeoa.slicer.{name}"])
+        """Developer 'Reload': reload the kneeoa.slicer helpers and KneeOATrainingLib first, then this module."""
+        module_widget.reload_helpers("KneeOATrainingLib")
         ScriptedLoadableModuleWidget.onReload(self)
-
-    def exit(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
@@ -176,17 +148,6 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            # .ui widgets carry a "SlicerParameterName" property naming their parameter
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
-            self._onParameterModified()
 
     def _onParameterModified(self, caller=None, event=None):
         p = self._parameterNode
@@ -222,7 +183,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not self._ensureDependencies():
             return
-        with showingErrors(_("Cannot start training.")):
+        with module_widget.showing_errors(_("Cannot start training.")):
             options = self.logic.trainingOptions(p.dataFolder, p.outputFolder, p.backbone, p.variant, p.head,
                                                  p.preset, p.epochs, p.inputSize, p.learningRate, p.seed, p.device)
             self._start("train", self.logic.startTraining(options), training.TrainingMonitor())
@@ -231,7 +192,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not self._ensureDependencies():
             return
-        with showingErrors(_("Cannot start the study.")):
+        with module_widget.showing_errors(_("Cannot start the study.")):
             job, monitor = self.logic.startStudy(p.dataFolder, p.outputFolder, p.preset, p.epochs, p.device)
             self._start("study", job, monitor)
 
@@ -239,162 +200,14 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not self._ensureDependencies():
             return
-        with showingErrors(_("Cannot resume.")):
+        with module_widget.showing_errors(_("Cannot resume.")):
             job, monitor = self.logic.startResume(p.outputFolder, p.dataFolder, p.preset, p.epochs, p.device)
             self._start("resume", job, monitor)
-
-    def onCancelButton(self):
-        if self._job is None:
-            return
-        self._timer.stop()
-        self._job.cancel()
-        kind, self._job, self._jobKind = self._jobKind, None, None
-        self.ui.progressBar.visible = False
-        self.ui.statusLabel.text = _("Cancelled. The run keeps its last complete epoch: Resume continues it.") \
-            if kind != "latent" else _("Cancelled.")
-        self._updateButtons()
-
-    def _start(self, kind, job, monitor=None):
-        self._job, self._jobKind, self._monitor = job, kind, monitor
-        if monitor is not None and kind != "latent":
-            self._drawLoss()
-        self.ui.progressBar.visible = True
-        self.ui.progressBar.maximum = 1000 if monitor is not None else 0  # 0: busy indicator (latent commands)
-        self.ui.progressBar.value = 0
-        device = self._parameterNode.device
-        note = deps.device_note(device) if device in ("auto", "cpu", "cuda") else None
-        self.ui.statusLabel.text = _("Starting...") + " " + (note or "")
-        self._updateButtons()
-        self._timer.start()
-
-    def _drawLoss(self):
-        table, chart = training.update_loss_plot(self._monitor.history, slicer.mrmlScene, *self._lossNodes,
-                                                 title=self._monitor.current_model or "Training")
-        self._lossNodes = (table, chart)
-        self.lossPlotView.mrmlPlotViewNode().SetPlotChartNodeID(chart.GetID())
-
-    def _pollJob(self):
-        job, monitor = self._job, self._monitor
-        if job is None:
-            return
-        for event in job.poll():
-            if monitor is not None and monitor.update(event) and self._jobKind != "latent":
-                self._drawLoss()
-            elif event["event"] == "text" and event["message"].strip():
-                logging.info(event["message"])
-        if monitor is not None and self._jobKind != "latent":
-            self.ui.progressBar.value = int(1000 * monitor.fraction)
-            self.ui.statusLabel.text = monitor.status()
-        if job.running:
-            return
-        self._timer.stop()
-        kind, self._job, self._jobKind = self._jobKind, None, None
-        self.ui.progressBar.visible = False
-        if job.returncode != 0:
-            self.ui.statusLabel.text = _("Failed: {error}").format(error=job.error_message())
-            slicer.util.errorDisplay(_("The KneeOA job failed:") + "\n" + job.error_message())
-        elif kind == "latent":
-            self.ui.statusLabel.text = _("Latent space computed.")
-            self._showLatentSource(self._latentSource)
-        else:
-            self.ui.statusLabel.text = _("Finished. ") + monitor.status()
-            # the new run or study is what one explores next: Show / Compute take it from here
-            self._parameterNode.latentFolder = training.given_path(self._parameterNode.outputFolder)
-        self._updateButtons()
 
     def onOpenReportButton(self):
         report = training.report_path(self._parameterNode.outputFolder)
         if report is not None:
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(report)))
-
-    # --- latent space ---------------------------------------------------------------------------------------
-
-    def onLatentButton(self, compute):
-        p = self._parameterNode
-        folder = p.latentFolder
-        if training.given_path(p.latentCheckpoint) and not training.given_path(folder):
-            folder = Path(slicer.util.tempDirectory("KneeOATrainingLatent"))  # where the checkpoint's tables go
-        with showingErrors(_("Cannot show the latent space.")):
-            source = self.logic.latentSource(folder, p.latentCheckpoint, p.latentCohort, compute, p.device)
-            self._latentSource, self._caseIndex = source, None
-            if source.steps:
-                if not self._ensureDependencies():
-                    return
-                self._start("latent", latent_cases.JobChain(source.steps, self.logic.jobEnvironment()).start())
-                self.ui.statusLabel.text = _("Computing embeddings and the PCA...")
-            else:
-                self._showLatentSource(source)
-
-    def _showLatentSource(self, source):
-        with showingErrors(_("Cannot read the latent tables.")):
-            self._latentPoints = latent_plot.read_points(source.points_csv)
-            self._latentSummary = latent_plot.read_summary(source.summary_csv)
-            names = latent_plot.model_names(self._latentPoints)
-            was_blocked = self.ui.modelComboBox.blockSignals(True)
-            self.ui.modelComboBox.clear()
-            for name in names:
-                self.ui.modelComboBox.addItem(name)
-            self.ui.modelComboBox.blockSignals(was_blocked)
-            self._showLatentModel()
-
-    def _showLatentModel(self):
-        name = self.ui.modelComboBox.currentText
-        if not name or not self._latentPoints:
-            return
-        with showingErrors(_("Cannot draw the latent space.")):
-            self._latentPlot = latent_plot.update_latent_plot(self._latentPoints, name, slicer.mrmlScene,
-                                                              self._parameterNode.latentSplit, self._latentPlot)
-            self.latentPlotView.mrmlPlotViewNode().SetPlotChartNodeID(self._latentPlot.chart_node.GetID())
-            rows = latent_plot.summary_rows(self._latentSummary.get(name))
-            self.ui.latentSummaryLabel.text = "<table>" + "".join(
-                f"<tr><td><b>{k}</b>&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
-
-    def onLatentPointsSelected(self, seriesIDs, selections):
-        cases = latent_plot.cases_for_selection(slicer.mrmlScene, seriesIDs, selections)
-        if not cases or self._latentSource is None:
-            return
-        case = cases[0]
-        with showingErrors(_("Cannot load the case.")):
-            if self._caseIndex is None:
-                self._caseIndex = self.logic.caseIndex(self._latentSource)
-            loaded = self.logic.loadCase(self._latentSource, case["case_id"], self._latentPlot.name, self._caseIndex)
-            kl = "ungraded" if case["kl"] is None else f"KL {case['kl']}"
-            extra = _(" with its saliency map") if loaded["saliency"] is not None else ""
-            self.ui.selectedCaseLabel.text = (f"{case['case_id']} ({case['split']}, {kl}, PC1 {case['pc1']:.2f}, "
-                                              f"PC2 {case['pc2']:.2f}): loaded{extra}.")
-
-    def _exportPath(self, title, suffix, fileFilter):
-        if self._latentPlot is None:
-            slicer.util.errorDisplay(_("Show a latent space first."))
-            return None
-        default = str(Path(training.given_path(self._parameterNode.latentFolder) or Path.home())
-                      / f"{self._latentPlot.name}_{self._latentPlot.split}_latent{suffix}")
-        path = qt.QFileDialog.getSaveFileName(None, title, default, fileFilter)
-        return Path(path) if path else None
-
-    def onExportPng(self):
-        path = self._exportPath(_("Export latent plot"), ".png", "PNG image (*.png)")
-        if path is not None:
-            with showingErrors(_("Export failed.")):
-                latent_plot.export_png(self._latentPlot, path, self._latentSummary.get(self._latentPlot.name))
-
-    def onExportCsv(self):
-        path = self._exportPath(_("Export latent table"), ".csv", "CSV table (*.csv)")
-        if path is not None:
-            with showingErrors(_("Export failed.")):
-                latent_plot.export_csv(self._latentPlot, path)
-
-    def _ensureDependencies(self):
-        """Offer to install what is missing (torch via the PyTorch extension, the rest with pip)."""
-        report = deps.check()
-        if report.ok:
-            return True
-        plan = deps.install_plan(report)
-        if not slicer.util.confirmOkCancelDisplay(plan.message + "\n\n" + _("Install now?"), windowTitle="KneeOA"):
-            return False
-        with showingErrors(_("Installing KneeOA dependencies failed.")):
-            deps.install(plan)
-        return deps.check().ok
 
 
 class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
@@ -404,9 +217,7 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
         return KneeOATrainingParameterNode(super().getParameterNode())
 
     def jobEnvironment(self):
-        # Slicer's startup environment, as launchConsoleProcess uses; PythonSlicer sets up its own paths.
-        base = slicer.util.startupEnvironment() if hasattr(slicer, "app") else dict(os.environ)
-        return jobs.job_environment(base)
+        return jobs.slicer_job_environment()
 
     def trainingOptions(self, dataFolder, outputFolder, backbone="resnet3d", variant="dual", head="chained",
                         preset="quick", epochs=0, inputSize=0, learningRate=0.0, seed=-1, device="auto", width=0):
@@ -484,38 +295,11 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
                                       show=True)
 
 
-class KneeOATrainingTest(ScriptedLoadableModuleTest):
-    """Self-test for Slicer: a tiny training on a phantom cohort, then its latent space (about a minute on a CPU)."""
+class KneeOATrainingTest(selftest.TrainingSelfTest):
+    """The self-test (KneeOATrainingLib/selftest.py) under the name Reload and Test and ctest look for."""
 
-    def setUp(self):
-        slicer.mrmlScene.Clear()
+    logicClass = KneeOATrainingLogic
 
     def runTest(self):
         self.setUp()
         self.test_TrainAndExploreLatentSpace()
-
-    def test_TrainAndExploreLatentSpace(self):
-        import tempfile
-
-        from kneeoa.data.phantom import generate_cohort
-
-        self.delayDisplay("Generating a phantom cohort")
-        folder = Path(tempfile.mkdtemp(prefix="KneeOATrainingTest-"))
-        generate_cohort(folder / "cohort", n_train=8, n_test=4, shape=(24, 24, 24), seed=0, workers=1)
-        logic = KneeOATrainingLogic()
-
-        self.delayDisplay("Training one epoch")
-        monitor = logic.train(folder / "cohort", folder / "run", epochs=1, inputSize=24, width=4, device="cpu")
-        self.assertEqual([row["epoch"] for row in monitor.history], [1])
-        self.assertTrue(training.run_state(folder / "run").finished)
-        table, chart = training.update_loss_plot(monitor.history, slicer.mrmlScene)
-        self.assertEqual(table.GetTable().GetNumberOfRows(), 1)
-
-        self.delayDisplay("Latent space of the trained model")
-        source = logic.computeLatent(folder / "run", device="cpu")
-        plot = logic.showLatent(source, split="all")
-        self.assertEqual(sum(t.GetTable().GetNumberOfRows() for t in plot.tables.values()), 12)
-        case = latent_plot.table_points(next(iter(plot.tables.values())))[0]
-        loaded = logic.loadCase(source, case["case_id"], plot.name)
-        self.assertEqual(loaded["volume"].GetName(), case["case_id"])
-        self.delayDisplay("Test passed")

@@ -55,6 +55,9 @@ def _stand_in_modules() -> dict[str, types.ModuleType]:
 def module(monkeypatch):
     for name, stand_in in _stand_in_modules().items():
         monkeypatch.setitem(sys.modules, name, stand_in)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the module file adds its folder (for KneeOAGradingLib)
+    for name in [n for n in sys.modules if n.partition(".")[0] == "KneeOAGradingLib"]:
+        monkeypatch.delitem(sys.modules, name)  # imported again below, against these stand-ins
     spec = importlib.util.spec_from_file_location("KneeOAGrading", ROOT / "KneeOAGrading" / "KneeOAGrading.py")
     loaded = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "KneeOAGrading", loaded)
@@ -121,3 +124,10 @@ def test_score_folder_writes_the_table_and_resumes(module, phantom, checkpoint, 
     assert sorted(r["case_id"] for r in rows) == ["oaizib_001_0000", "oaizib_002_0000"]
     again = logic.scoreFolder(str(phantom / "imagesTr"), str(out), checkpoint=checkpoint, device="cpu")
     assert (again["scored"], again["skipped"]) == (0, 2)
+
+
+def test_ctest_finds_exactly_the_module_self_test(module):
+    """slicer.testing.runUnitTest loads every TestCase of the module: the Lib's base class must not be one."""
+    suite = unittest.TestLoader().loadTestsFromModule(module)
+    found = [test.id() for tests in suite for test in tests]
+    assert found == ["KneeOAGrading.KneeOAGradingTest.test_GradePhantomCase"]

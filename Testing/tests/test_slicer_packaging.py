@@ -124,8 +124,16 @@ def test_catalog_entry_follows_the_schema_and_the_index_checks():
 
 
 def test_importing_kneeoa_slicer_needs_only_the_standard_library():
-    code = ("import sys; import kneeoa.slicer, kneeoa.slicer.jobs, kneeoa.slicer.deps, kneeoa.slicer.grading; "
+    code = ("import sys; import kneeoa.slicer, kneeoa.slicer.jobs, kneeoa.slicer.deps, kneeoa.slicer.grading, "
+            "kneeoa.slicer.module_widget, kneeoa.slicer.selftest; "
             "heavy = sorted(m for m in ('numpy', 'torch', 'vtk', 'slicer', 'monai', 'nibabel', 'qt') "
             "if m in sys.modules); print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_file_stays_short_with_its_helpers_in_the_lib_package(module):
+    lines = len((ROOT / module / f"{module}.py").read_text().splitlines())
+    assert lines < 400, f"{module}.py has {lines} lines: widget helpers belong in {module}Lib/"
+    assert (ROOT / module / f"{module}Lib" / "__init__.py").is_file()

@@ -57,6 +57,9 @@ def module(monkeypatch):
     for name, stand_in in _stand_in_modules().items():
         monkeypatch.setitem(sys.modules, name, stand_in)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the jobs inherit it: one thread each on CI
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the module file adds its folder (for KneeOATrainingLib)
+    for name in [n for n in sys.modules if n.partition(".")[0] == "KneeOATrainingLib"]:
+        monkeypatch.delitem(sys.modules, name)  # imported again below, against these stand-ins
     fresh_scene()
     spec = importlib.util.spec_from_file_location("KneeOATraining", MODULE_FILE)
     loaded = importlib.util.module_from_spec(spec)
@@ -66,14 +69,16 @@ def module(monkeypatch):
 
 
 def test_module_file_stays_a_thin_layer():
-    """Only Slicer, the standard library and kneeoa's Slicer glue: no numpy/torch/model code in the module."""
-    tree = ast.parse(MODULE_FILE.read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+    """Only Slicer, the standard library and kneeoa's Slicer glue: no numpy/torch/model code in the module
+    or in its helper package."""
+    trees = [ast.parse(path.read_text()) for path in [MODULE_FILE, *MODULE_FILE.parent.glob("KneeOATrainingLib/*.py")]]
+    assert len(trees) > 1
+    imported = {alias.name.split(".")[0] for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {node.module for tree in trees for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     allowed = {"logging", "os", "sys", "contextlib", "pathlib", "typing", "qt", "slicer", "vtk", "tempfile",
                "importlib", "slicer.i18n", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule",
-               "slicer.util", "kneeoa.errors", "kneeoa.slicer", "kneeoa.data.phantom"}
+               "slicer.util", "kneeoa.errors", "kneeoa.slicer", "kneeoa.data.phantom", "KneeOATrainingLib"}
     assert imported <= allowed, f"unexpected imports: {sorted(imported - allowed)}"
 
 
@@ -111,3 +116,10 @@ def test_self_test_trains_and_explores_the_latent_space_headless(module):
     result = unittest.TestResult()
     module.KneeOATrainingTest("runTest").run(result)
     assert result.wasSuccessful(), result.errors + result.failures
+
+
+def test_ctest_finds_exactly_the_module_self_test(module):
+    """slicer.testing.runUnitTest loads every TestCase of the module: the Lib's base class must not be one."""
+    suite = unittest.TestLoader().loadTestsFromModule(module)
+    found = [test.id() for tests in suite for test in tests]
+    assert found == ["KneeOATraining.KneeOATrainingTest.test_TrainAndExploreLatentSpace"]

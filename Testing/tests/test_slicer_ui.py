@@ -81,8 +81,9 @@ def _prop(widget: ET.Element, name: str) -> ET.Element | None:
 
 
 def _ui_names_used_in_code(module: str) -> set[str]:
-    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
-    return {node.attr for node in ast.walk(tree)
+    """`self.ui.<name>` in the module file and in its `<Module>Lib` helpers (mixed into the widget)."""
+    files = [ROOT / module / f"{module}.py", *sorted((ROOT / module / f"{module}Lib").glob("*.py"))]
+    return {node.attr for path in files for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
             and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
 
@@ -111,6 +112,11 @@ def test_every_ui_name_used_by_the_code_exists_in_the_ui_file(module):
     _, widgets = _ui(module)
     missing = _ui_names_used_in_code(module) - set(widgets)
     assert not missing, f"self.ui names not in {module}.ui: {sorted(missing)}"
+
+
+def test_the_widget_helpers_in_the_lib_package_are_checked_too():
+    assert {"modelCardLabel", "summaryLabel", "progressBar"} <= _ui_names_used_in_code("KneeOAGrading")
+    assert {"latentSummaryLabel", "selectedCaseLabel", "modelComboBox"} <= _ui_names_used_in_code("KneeOATraining")
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -1,0 +1,129 @@
+"""Widget-side parts of KneeOAGrading, mixed into KneeOAGradingWidget: the grading queue and the results panel.
+
+Both use the widget's `ui`, `logic`, `_parameterNode` and the queue state it sets up in `__init__`.
+"""
+
+import slicer
+from slicer.i18n import tr as _
+
+from kneeoa.slicer import deps, display, grading, module_widget, results
+
+
+class GradingQueue:
+    """Grades volume nodes one after another, each in a background `kneeoa grade` job polled by `self._timer`."""
+
+    def _startQueue(self, volumeIDs):
+        p = self._parameterNode
+        if not self._ensureDependencies():
+            return
+        options = None
+        with module_widget.showing_errors(_("Cannot start grading."), wait_cursor=False):
+            options = self.logic.gradingOptions(p.checkpoint, p.device, p.saliencyMethod, p.target)
+        if options is None:
+            return
+        self._options = options
+        self._deviceNote = deps.device_note(p.device) or ""
+        self._queue = list(volumeIDs)
+        self._failures = []
+        self._startNext()
+
+    def _startNext(self):
+        while self._queue:
+            volume = slicer.mrmlScene.GetNodeByID(self._queue.pop(0))
+            if volume is None:
+                continue
+            p = self._parameterNode
+            chosen = p.cartilage if p.inputVolume is volume else None
+            mask = chosen or grading.find_cartilage(volume, slicer.mrmlScene)
+            try:
+                self._run = self.logic.startGrading(volume, mask, self._options)
+            except Exception as err:  # bad input for this volume: note it and go on with the queue
+                self._failures.append(f"{volume.GetName()}: {err}")
+                continue
+            self._setRunning(True, volume.GetName())
+            self._timer.start()
+            return
+        self._setRunning(False)
+        self.ui.statusLabel.text = _("Done.") if not self._failures else _("{n} volume(s) failed.").format(
+            n=len(self._failures))
+        if self._failures:
+            slicer.util.errorDisplay(_("Some volumes could not be graded:") + "\n" + "\n".join(self._failures))
+
+    def _pollRun(self):
+        run = self._run
+        for event in run.job.poll():
+            if event["event"] == "progress" and event.get("stage"):
+                self.ui.statusLabel.text = f"{run.volume_node.GetName()}: {event['stage']} {self._deviceNote}"
+        self.ui.progressBar.value = int(1000 * run.job.fraction)
+        if run.job.running:
+            return
+        self._timer.stop()
+        self._run = None
+        try:
+            self.logic.finishGrading(run, self._parameterNode.saliencyThreshold)
+        except Exception as err:
+            self._failures.append(f"{run.volume_node.GetName()}: {err}")
+        results.update_graded_table(results.graded_table(slicer.mrmlScene), slicer.mrmlScene)
+        self.ui.gradedTableView.setMRMLTableNode(results.graded_table(slicer.mrmlScene))
+        if run.volume_node is self._parameterNode.inputVolume:
+            self.showResults(run.volume_node)
+        self._startNext()
+
+    def _cancel(self):
+        self._queue = []
+        if self._run is not None:
+            self._timer.stop()
+            self._run.job.cancel()
+            self._run.cleanup()
+            self._run = None
+            self._setRunning(False)
+            self.ui.statusLabel.text = _("Cancelled.")
+
+    def _setRunning(self, running, name=""):
+        self.ui.applyButton.text = _("Cancel") if running else _("Grade")
+        self.ui.applyButton.enabled = running or bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.gradeAllButton.enabled = not running
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+        if running:
+            self.ui.statusLabel.text = _("Grading {name}...").format(name=name) + " " + self._deviceNote
+
+
+class ResultsPanel:
+    """Shows the selected volume's stored result (summary, table, KL chart, model card, viewers); no re-run."""
+
+    def showResults(self, volumeNode):
+        """Show the volume's stored result or say it is not graded yet."""
+        self._shownVolumeID = volumeNode.GetID() if volumeNode else None
+        stored = results.stored_result(volumeNode)
+        if stored is None:
+            self.ui.summaryLabel.text = _("Not graded yet.") if volumeNode else _("Select a volume.")
+            self.ui.resultTableView.setMRMLTableNode(None)
+            self._plotViewNode().SetPlotChartNodeID(None)
+            self._showCard(self.logic.readCard(self._parameterNode.checkpoint if self._parameterNode else None))
+            if volumeNode:
+                display.show_in_viewers(volumeNode, None, None)
+            return
+        shown = results.ensure_result_nodes(volumeNode, slicer.mrmlScene)
+        self.ui.summaryLabel.text = results.summary_text(stored)
+        self.ui.resultTableView.setMRMLTableNode(shown[results.ROLE_RESULT_TABLE])
+        chart = shown[results.ROLE_KL_CHART]
+        self._plotViewNode().SetPlotChartNodeID(chart.GetID() if chart else None)
+        self._showCard(stored.get("card"))
+        display.show_in_viewers(volumeNode, shown[results.ROLE_SALIENCY], shown[results.ROLE_CARTILAGE],
+                                self._parameterNode.saliencyOpacity)
+
+    def _plotViewNode(self):
+        node = module_widget.plot_view_node(slicer.mrmlScene, "KneeOAGrading", "KneeOAGrading KL plot")
+        self.klPlotView.setMRMLPlotViewNode(node)
+        return node
+
+    def _showCard(self, card):
+        rows = results.card_rows(card) if card else []
+        self.ui.modelCardLabel.text = module_widget.html_table(rows) if rows \
+            else _("No model card (choose a checkpoint, or install the dependencies to read it).")
+
+    def onGradedRowClicked(self, index):
+        volume = results.volume_for_row(results.graded_table(slicer.mrmlScene), index.row(), slicer.mrmlScene)
+        if volume is not None:
+            self._parameterNode.inputVolume = volume  # observers show its results, saliency and cartilage
