@@ -223,6 +223,8 @@ def _card(model: Any, cfg: dict, cohort: Any, train_cases: list, epochs_done: in
     description = (f"{cohort.kind} cohort at {cohort.root}: {len(train_cases)} graded training cases "
                    f"(KL 0-4 counts {'/'.join(map(str, counts))}); preset {cfg['preset']}, "
                    f"{epochs_done} of {cfg['epochs']} epochs, seed {cfg['seed']}")
+    if any("TrueSeverity" in c.extra for c in train_cases):  # only the phantom writes the true severity
+        description = "SYNTHETIC knee phantom (kneeoa phantom), not for clinical use. " + description
     return {
         "spec": model.spec.to_dict(),
         "preprocessing": {"input_shape": list(cfg["input_shape"]), "zscore": "per volume, std floor 1e-6",
