@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from kneeoa import __version__
 from kneeoa.errors import KneeOAError
@@ -40,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one plain line for users (no source file and line of the library)."""
+    return f"kneeoa: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.progress:
