@@ -66,14 +66,17 @@ def _check_file(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(9)
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    # the safetensors layout is checked first: its 8-byte header length may itself start with 0x80 or "PK"
+    # (a 640-byte header does), which would otherwise pass for pickle / zip magic
+    if 2 <= header_len <= size - 8 and head[8:9] == b"{":
+        return
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise CheckpointError(
             "this is a pickle / torch.save file; KneeOA never unpickles checkpoints because loading a pickle can "
             "run arbitrary code. Use a KneeOA checkpoint (.safetensors with a model card), or convert weights "
             "you trust with save_checkpoint() in a trusted environment", path)
-    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    if header_len < 2 or header_len > size - 8 or head[8:9] != b"{":
-        raise CheckpointError("not a KneeOA checkpoint: not a safetensors file, or truncated/corrupt", path)
+    raise CheckpointError("not a KneeOA checkpoint: not a safetensors file, or truncated/corrupt", path)
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
