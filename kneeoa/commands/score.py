@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip cases already in the table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
     p.add_argument("--shard", metavar="I/N", help="score every N-th case starting at I (0-based), e.g. 0/4")
-    p.add_argument("--workers", type=int, default=1, help="loader processes reading + preprocessing (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="loader processes reading + preprocessing (default: 0 on <= 2 cores, else half the cores up to 4)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.set_defaults(func=run)

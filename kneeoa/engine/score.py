@@ -100,17 +100,27 @@ def _check_outputs(out_csv: Path, saliency_dir: Path | None, items: list[tuple[s
                               clash[0])
 
 
+def default_workers() -> int:
+    """Loader processes for scoring: none on <= 2 cores (measured: a worker there only competes with the
+    model's threads and IPC costs more than it hides), else half the cores up to 4."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
 def saliency_path_for(saliency_dir: Path, case_id: str) -> Path:
     return Path(saliency_dir) / f"{case_id}_saliency.nii.gz"
 
 
 def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path,
                  saliency_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-                 shard: str | tuple[int, int] | None = None, workers: int = 0, batch_size: int = 1,
+                 shard: str | tuple[int, int] | None = None, workers: int | None = None, batch_size: int = 1,
                  device: str = "auto", saliency_method: str = "smoothgrad", target: str = "auto") -> dict:
     """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total'}.
 
-    Under torchrun every rank scores its share (on its own GPU) into the same table.
+    Under torchrun every rank scores its share (on its own GPU) into the same table. `workers` None picks
+    `default_workers()`.
     """
     from kneeoa.engine import distributed
 
@@ -142,6 +152,7 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
         done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
         mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
         todo = [item for item in mine if item[0] not in done]
+        workers = default_workers() if workers is None else int(workers)
         counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
                               saliency_method, target)
         distributed.barrier(info)
