@@ -142,9 +142,11 @@ def test_grading_a_phantom_case_end_to_end_creates_the_result_nodes(scene, tiny_
 def test_a_failing_grade_raises_the_cli_error(scene, knee, tmp_path):
     bad = tmp_path / "not_a_checkpoint.safetensors"
     bad.write_bytes(b"definitely not safetensors")
+    nodes_before = scene.GetNumberOfNodes()
     with pytest.raises(JobError, match="grading failed: .*not_a_checkpoint"):
         grading.grade(knee[0], grading.GradingOptions(bad, device="cpu"), scene=scene,
                       env=jobs.job_environment(), timeout_s=120)
+    assert scene.GetNumberOfNodes() == nodes_before  # a failed job leaves the scene as it was
 
 
 def test_model_card_is_read_from_the_header_without_torch(tiny_checkpoint, tmp_path):
