@@ -99,13 +99,13 @@ def case_scoring(cohort: Path, tmp: Path, n: int, ckpt: Path, label: str) -> dic
     from kneeoa.engine.inference import input_shape_of, load_model
     from kneeoa.engine.score import default_workers, score_folder
 
-    folder = tmp / "score_in"
+    folder = tmp / f"score_in_{n}"
     if not folder.is_dir():
         folder.mkdir()
         images = sorted([*(cohort / "imagesTr").glob("*.nii.gz"), *(cohort / "imagesTs").glob("*.nii.gz")])
         for path in images[:n]:
             shutil.copy(path, folder / path.name)
-    files = sorted(folder.glob("*.nii.gz"))[:n]
+    files = sorted(folder.glob("*.nii.gz"))
     out = tmp / f"scores_{label}.csv"
     score_folder(folder, ckpt, out, device="cpu", overwrite=True)  # warm-up (imports, allocator)
     t0 = time.perf_counter()
