@@ -131,3 +131,17 @@ def test_importing_kneeoa_data_needs_only_the_standard_library():
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_constant_map_reads_when_allowed(tmp_path):
+    """An all-zero saliency map is a valid derived map, though no MRI is flat."""
+    import numpy as np
+    import pytest
+
+    from kneeoa.data.volume import read_volume, write_nifti
+    from kneeoa.errors import InputError
+
+    path = write_nifti(tmp_path / "zeros.nii.gz", np.zeros((4, 5, 6), np.float32), np.eye(4))
+    with pytest.raises(InputError, match="constant image"):
+        read_volume(path)
+    assert read_volume(path, allow_constant=True).array.max() == 0

@@ -60,8 +60,13 @@ def volume_stem(path: str | Path) -> str:
     return path.name[: len(path.name) - len(suffix)] if suffix else path.name
 
 
-def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None = None) -> Volume:
-    """Read a NIfTI/NRRD/MHA/MHD file or a DICOM series folder: float32 image or integer label map."""
+def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None = None,
+                allow_constant: bool = False) -> Volume:
+    """Read a NIfTI/NRRD/MHA/MHD file or a DICOM series folder: float32 image or integer label map.
+
+    A constant image is refused (no MRI is flat) unless `allow_constant`, which derived maps need: an
+    all-zero saliency map is a valid answer ("nothing stands out").
+    """
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path)
@@ -79,7 +84,7 @@ def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None
             raise InputError(
                 f"unsupported file type {''.join(path.suffixes) or '(no suffix)'}; expected one of "
                 f"{', '.join(VOLUME_SUFFIXES)} or a DICOM series folder", path)
-    return Volume(_checked_array(array, path, is_label), _checked_affine(affine, path), path)
+    return Volume(_checked_array(array, path, is_label, allow_constant), _checked_affine(affine, path), path)
 
 
 def _read_nifti(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +171,7 @@ def _short(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"[:300]
 
 
-def _checked_array(array: np.ndarray, path: Path, is_label: bool) -> np.ndarray:
+def _checked_array(array: np.ndarray, path: Path, is_label: bool, allow_constant: bool = False) -> np.ndarray:
     """Squeeze trailing singleton dims, reject non-3D/empty/NaN/constant data, set the dtype."""
     if array.dtype.fields is not None or array.dtype.kind not in "biuf":
         raise InputError(f"unsupported voxel type {array.dtype} (expected a scalar image)", path)
@@ -184,7 +189,7 @@ def _checked_array(array: np.ndarray, path: Path, is_label: bool) -> np.ndarray:
     if is_label:
         return _as_label_array(array, path)
     array = np.asarray(array, dtype=np.float32)
-    if float(array.max()) == float(array.min()):
+    if not allow_constant and float(array.max()) == float(array.min()):
         raise InputError(f"constant image (every voxel is {float(array.min()):g})", path)
     return array
 

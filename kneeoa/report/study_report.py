@@ -113,7 +113,7 @@ def saliency_section(saliency: dict[str, Any], figures: Path, overlay_grid_png) 
             if case.case_id in maps:
                 examples.append({"title": f"{name} · {case.case_id} (KL {case.kl})",
                                  "image": read_volume(case.image).array,
-                                 "saliency": read_volume(maps[case.case_id]).array,
+                                 "saliency": read_volume(maps[case.case_id], allow_constant=True).array,
                                  "mask": read_volume(case.mask, is_label=True).array if case.mask else None})
     items: list[Table | Figure] = [Table(rows, keep)] if rows else []
     if examples:
