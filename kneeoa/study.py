@@ -109,7 +109,8 @@ def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases
     for name in checkpoints:
         for row in read_table(pred_dir / f"{name}_metrics.csv"):
             metric_rows.append({**_split_model(name), **row})
-    write_table(tables / "model_metrics.csv", metric_rows, list(metric_rows[0]))
+    columns = list(dict.fromkeys(k for row in metric_rows for k in row))  # Single-OA rows have no KL metrics
+    write_table(tables / "model_metrics.csv", metric_rows, columns)
     stats = compare_dual_vs_single(pred_dir, n_resamples=resamples)
     if stats.rows:
         write_stats_csv(tables / "stats.csv", stats.rows)
@@ -150,5 +151,5 @@ def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, 
             mean = {k: sum(float(r[k]) for r in rows) / len(rows) for k in numeric}
             summary.append({**_split_model(name), "n_cases": len(rows), **mean})
     if summary:
-        write_table(out / "tables" / "saliency_overlap.csv", summary, list(summary[0]))
+        write_table(out / "tables" / "saliency_overlap.csv", summary, list(dict.fromkeys(k for r in summary for k in r)))
     return {"rows": summary, "maps": maps, "cases": cases}

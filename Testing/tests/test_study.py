@@ -44,6 +44,10 @@ def test_tiny_study_writes_report_and_resumes(phantom_cohort, tmp_path):
     for table in ("model_metrics", "stats", "latent_summary", "latent_points", "saliency_overlap"):
         assert (out / "tables" / f"{table}.csv").is_file()
     assert len(list((out / "saliency" / "resnet3d_dual").glob("*_saliency.nii.gz"))) == 1
+    from kneeoa.data.tables import read_table
+
+    metrics = {r["variant"]: r for r in read_table(out / "tables" / "model_metrics.csv")}
+    assert metrics["dual"]["kl_macro_f1"] is not None and metrics["single_oa"]["kl_macro_f1"] is None
     checkpoint = out / "models" / "resnet3d_dual" / "checkpoints" / "last.safetensors"
     before = checkpoint.stat().st_mtime_ns
     run_study(phantom_cohort, out, backbones=("resnet3d",), overrides=overrides, saliency_cases=1, resamples=50)
