@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
+import unittest
+from pathlib import Path
+
 import numpy as np
 
 
@@ -35,3 +41,47 @@ def knee_labels(shape=(12, 10, 8)) -> np.ndarray:
     labels[4:6, 5:7, 4:6] = 4    # medial tibial cartilage: 2*2*2 = 8
     labels[8:11, 5:6, 4:7] = 5   # lateral tibial cartilage: 3*1*3 = 9
     return labels
+
+
+def stand_in_modules() -> dict[str, types.ModuleType]:
+    """Stand-ins for the parts of Slicer that need its Qt application (not in slicer-core)."""
+    qt = types.ModuleType("qt")
+    qt.QTimer = type("QTimer", (), {})
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
+    wrapper.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, *args):
+            pass
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        def delayDisplay(self, message, msec=0):
+            pass
+
+    scripted.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {})
+    scripted.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
+    scripted.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    scripted.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
+    return {"qt": qt, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
+            "slicer.ScriptedLoadableModule": scripted}
+
+
+def load_scripted_module(monkeypatch, module_file: Path) -> types.ModuleType:
+    """Import a scripted module file (e.g. KneeOAGrading.py) against the stand-ins, undone after the test."""
+    name = module_file.stem
+    for stand_in_name, stand_in in stand_in_modules().items():
+        monkeypatch.setitem(sys.modules, stand_in_name, stand_in)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the module file adds its folder (for <name>Lib)
+    for loaded_name in [n for n in sys.modules if n.partition(".")[0] == f"{name}Lib"]:
+        monkeypatch.delitem(sys.modules, loaded_name)  # imported again below, against these stand-ins
+    spec = importlib.util.spec_from_file_location(name, module_file)
+    loaded = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, loaded)
+    spec.loader.exec_module(loaded)
+    return loaded

@@ -8,61 +8,20 @@ everything the logic does (nodes, files, the `kneeoa grade` process, score_folde
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
-import types
 import unittest
 from pathlib import Path
 
 import pytest
-from slicer_helpers import fresh_scene
+from slicer_helpers import fresh_scene, load_scripted_module
 
 from kneeoa.slicer import nodes, results
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stand_in_modules() -> dict[str, types.ModuleType]:
-    """Stand-ins for the parts of Slicer that need its Qt application (not in slicer-core)."""
-    qt = types.ModuleType("qt")
-    qt.QTimer = type("QTimer", (), {})
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
-    wrapper.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, *args):
-            pass
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message, msec=0):
-            pass
-
-    scripted.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {})
-    scripted.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
-    scripted.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    scripted.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
-    return {"qt": qt, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
-            "slicer.ScriptedLoadableModule": scripted}
-
-
 @pytest.fixture
 def module(monkeypatch):
-    for name, stand_in in _stand_in_modules().items():
-        monkeypatch.setitem(sys.modules, name, stand_in)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the module file adds its folder (for KneeOAGradingLib)
-    for name in [n for n in sys.modules if n.partition(".")[0] == "KneeOAGradingLib"]:
-        monkeypatch.delitem(sys.modules, name)  # imported again below, against these stand-ins
-    spec = importlib.util.spec_from_file_location("KneeOAGrading", ROOT / "KneeOAGrading" / "KneeOAGrading.py")
-    loaded = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "KneeOAGrading", loaded)
-    spec.loader.exec_module(loaded)
-    return loaded
+    return load_scripted_module(monkeypatch, ROOT / "KneeOAGrading" / "KneeOAGrading.py")
 
 
 @pytest.fixture(scope="module")
