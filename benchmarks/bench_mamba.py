@@ -20,35 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # baselines/ when run on its own
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # kneeoa from a checkout without installing
 
+from timing import device_sync, interleaved_best, where  # noqa: E402 (after the path setup)
+
 LAYER_TARGET = 2.0  # x faster than the baseline
 STEP_TARGET = 1.5
-
-
-def _best(fns, repeats: int, sync) -> list[tuple[float, object]]:
-    """Best wall time of each function, run in turns so load from other processes hits all alike."""
-    best = [(float("inf"), None) for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            sync()
-            t0 = time.perf_counter()
-            out = fn()
-            sync()
-            best[i] = (min(best[i][0], time.perf_counter() - t0), out)
-    return best
-
-
-def _where(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu, {torch.get_num_threads()} threads"
-
-
-def _sync(device):
-    import torch
-
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 def _grad_difference(ours: list, base: list) -> float:
@@ -80,13 +55,13 @@ def layer_case(L: int, device, repeats: int = 3, batch: int = 2) -> dict:
         return fn
 
     step(ours)()  # warm-up (allocator, kernels)
-    (ours_s, g_ours), (base_s, g_base) = _best([step(ours), step(base)], repeats, _sync(device))
+    (ours_s, g_ours), (base_s, g_base) = interleaved_best([step(ours), step(base)], repeats, device_sync(device))
     diff = _grad_difference(g_ours, g_base)
     ratio = base_s / ours_s
     return {"case": f"mamba layer fwd+bwd B={batch} L={L} d_model=32", "ours_s": round(ours_s, 4),
             "baseline_s": round(base_s, 4), "ratio": round(ratio, 2), "target": f">= {LAYER_TARGET:g}x, same grads",
             "passed": ratio >= LAYER_TARGET and diff < 1e-4,
-            "note": f"blocked scan vs two-level loop ({_where(device)}); max grad difference {diff:.1e} of the largest grad"}
+            "note": f"blocked scan vs two-level loop ({where(device)}); max grad difference {diff:.1e} of the largest grad"}
 
 
 def nnmamba_step_case(device, repeats: int = 3) -> dict:
@@ -137,13 +112,13 @@ def nnmamba_step_case(device, repeats: int = 3) -> dict:
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     diff = _grad_difference(g_ours, g_base)
-    (ours_s, _), (base_s, _) = _best([step(ours), step(base)], repeats, _sync(device))
+    (ours_s, _), (base_s, _) = interleaved_best([step(ours), step(base)], repeats, device_sync(device))
     ratio = base_s / ours_s
     dims = "x".join(str(s) for s in cfg["input_shape"])
     return {"case": f"nnmamba quick train step B={batch} {dims} width {cfg['width']}", "ours_s": round(ours_s, 4),
             "baseline_s": round(base_s, 4), "ratio": round(ratio, 2), "target": f">= {STEP_TARGET:g}x",
             "passed": ratio >= STEP_TARGET and diff < 1e-4,
-            "note": f"Dual, forward+loss+backward+AdamW ({_where(device)}); first-step max grad difference "
+            "note": f"Dual, forward+loss+backward+AdamW ({where(device)}); first-step max grad difference "
                     f"{diff:.1e} of the largest grad"}
 
 
@@ -167,7 +142,7 @@ def paper_step(device, chunk: int | None, bf16: bool = False, baseline: bool = F
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     x = torch.randn(2, 1, *shape, device=device)
     kl = torch.tensor([1, 3], device=device)
-    sync = _sync(device)
+    sync = device_sync(device)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

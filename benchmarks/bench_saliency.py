@@ -10,7 +10,8 @@ dual-head ResNet3D and M3T at 64^3, nnMamba at 32^3 (ResNet3D at 32^3 only with 
 from __future__ import annotations
 
 import os
-import time
+
+from timing import device_sync, interleaved_best, where
 
 N_SAMPLES = 8
 NOISE_STD = 0.05
@@ -29,20 +30,6 @@ def _model(backbone: str, shape: tuple[int, int, int], device, preset: str = "qu
     return build_model(spec_dict(cfg)).eval().to(device)
 
 
-def _interleaved_best(fns, repeats: int, sync) -> list[tuple[float, object]]:
-    """Best wall time of each function, run in turns (ours, baseline, ours, ...) so that load from other
-    processes on a shared machine hits both alike."""
-    best = [(float("inf"), None) for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            sync()
-            t0 = time.perf_counter()
-            out = fn()
-            sync()
-            best[i] = (min(best[i][0], time.perf_counter() - t0), out)
-    return best
-
-
 def bench_one(backbone: str, size: int | tuple[int, int, int], device, repeats: int = 2, preset: str = "quick",
               batch_size: int | None = None) -> dict:
     """Time batched vs sequential SmoothGrad for one backbone; compare the two maps."""
@@ -56,7 +43,7 @@ def bench_one(backbone: str, size: int | tuple[int, int, int], device, repeats: 
     forward = ScalarTarget(model, "kl")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((1, 1, *shape), generator=gen).to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     smoothgrad_x_input(forward, x, 0, n_samples=2, noise_std=NOISE_STD)  # warm-up: allocator, kernels
 
     def ours_fn():
@@ -65,19 +52,17 @@ def bench_one(backbone: str, size: int | tuple[int, int, int], device, repeats: 
     def base_fn():
         return smoothgrad_sequential(forward, x, 0, N_SAMPLES, NOISE_STD, seed=1)
 
-    (ours_s, ours), (base_s, base) = _interleaved_best([ours_fn, base_fn], repeats, sync)
+    (ours_s, ours), (base_s, base) = interleaved_best([ours_fn, base_fn], repeats, sync)
     scale = float(base.abs().max()) or 1.0
     max_rel = float((ours - base).abs().max()) / scale
     # float32 conv backends may choose another algorithm for batch 8 than for batch 1 (~1e-3 of the max
     # here; float64 gives identical maps, see Testing/tests/test_saliency.py), so "same" allows that
     same = max_rel < 1e-2
-    threads = torch.get_num_threads() if device.type == "cpu" else None
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {threads} threads"
     dims = "x".join(str(s) for s in shape)
     batches = f"batches of {batch_size}" if batch_size else "one batch"
     return {"case": f"saliency smoothgrad x{N_SAMPLES} {backbone} {dims}", "ours_s": round(ours_s, 3),
             "baseline_s": round(base_s, 3), "ratio": round(base_s / ours_s, 2), "target": "report; same map",
-            "passed": same, "note": f"{batches} vs sequential, {preset}-preset dual model ({where}); "
+            "passed": same, "note": f"{batches} vs sequential, {preset}-preset dual model ({where(device)}); "
                                     f"max map difference {max_rel:.1e} of max"}
 
 
