@@ -178,6 +178,22 @@ def _any_alive(pids: list[int], process: subprocess.Popen | None) -> bool:
     return any(_alive(p) for p in pids if process is None or p != process.pid)
 
 
+def wait_until_done(job: Any, on_event: Callable[[dict[str, Any]], None] | None, timeout_s: float | None,
+                    interval_s: float, timeout_message: str) -> int:
+    """Poll anything job-like (`running`, `poll()`, `cancel()`, `returncode`) until it ends, passing each event
+    to `on_event`; past `timeout_s` it is cancelled and TimeoutError(timeout_message) raised."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while job.running:
+        for event in job.poll():
+            if on_event is not None:
+                on_event(event)
+        if deadline is not None and time.monotonic() > deadline:
+            job.cancel()
+            raise TimeoutError(timeout_message)
+        time.sleep(interval_s)
+    return int(job.returncode or 0)
+
+
 class Job:
     """One background `kneeoa` process whose stdout+stderr lines become events."""
 
@@ -255,16 +271,8 @@ class Job:
     def wait(self, on_event: Callable[[dict[str, Any]], None] | None = None, timeout_s: float | None = None,
              interval_s: float = 0.05) -> int:
         """Block until the job ends, passing each event to `on_event`; returns the exit status."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.running:
-            for event in self.poll():
-                if on_event is not None:
-                    on_event(event)
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                raise TimeoutError(f"job did not finish within {timeout_s} s: {' '.join(self.argv)}")
-            time.sleep(interval_s)
-        return int(self.returncode or 0)
+        return wait_until_done(self, on_event, timeout_s, interval_s,
+                               f"job did not finish within {timeout_s} s: {' '.join(self.argv)}")
 
     def cancel(self, grace_s: float = 2.0) -> None:
         """Stop the job and all processes it started."""

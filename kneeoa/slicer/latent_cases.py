@@ -9,7 +9,6 @@ jobs one after another (`JobChain`); the cohort folder maps case ids to image an
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,16 +131,7 @@ class JobChain:
 
     def wait(self, on_event: Callable[[dict], None] | None = None, timeout_s: float | None = None) -> int:
         """Block until every command ran (or one failed); returns the last exit status."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.running:
-            for event in self.poll():
-                if on_event is not None:
-                    on_event(event)
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                raise TimeoutError(f"commands did not finish within {timeout_s} s")
-            time.sleep(0.05)
-        return int(self.returncode or 0)
+        return jobs.wait_until_done(self, on_event, timeout_s, 0.05, f"commands did not finish within {timeout_s} s")
 
     def cancel(self) -> None:
         self.cancelled = True
