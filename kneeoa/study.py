@@ -68,8 +68,10 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
     from kneeoa.report.study_report import build_study_report
 
     report = build_study_report(out, cohort, analyses, preset, timings)
-    (out / "study.json").write_text(json.dumps({"preset": preset, "data": str(Path(data).resolve()),
-                                                "timings_s": timings, "report": str(report)}, indent=2))
+    from kneeoa.utils.atomic import atomic_write_text
+
+    atomic_write_text(out / "study.json", json.dumps({"preset": preset, "data": str(Path(data).resolve()),
+                                                      "timings_s": timings, "report": str(report)}, indent=2))
     return {"report": report, "timings": timings, **analyses}
 
 

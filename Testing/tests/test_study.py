@@ -37,7 +37,7 @@ def test_tiny_study_writes_report_and_resumes(phantom_cohort, tmp_path):
     overrides = {"epochs": 1, "width": 4, "input_shape": [16, 16, 16]}
     result = run_study(phantom_cohort, out, backbones=("resnet3d",), overrides=overrides, saliency_cases=1,
                        resamples=50)
-    page = result["report"].read_text()
+    page = result["report"].read_text(encoding="utf-8")
     for heading in ("Cohort", "Model performance", "Dual vs single heads", "Latent geometry", "Saliency vs cartilage"):
         assert f">{heading}</h2>" in page
     assert page.count("data:image/png;base64,") >= 4
