@@ -120,7 +120,8 @@ def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases
         save_figure(delta_bar_chart(stats.rows), figures / "deltas.png")
     latent = analyse_files(sorted(pred_dir.glob("*_embeddings.npz")))
     latent_paths = write_latent_outputs(latent, tables)
-    (figures / "pca_grid.png").write_bytes(latent_paths["figure"].read_bytes())
+    figures.mkdir(parents=True, exist_ok=True)
+    latent_paths["figure"].replace(figures / "pca_grid.png")  # one figure folder for the report
     saliency = run_saliency(cohort, out, checkpoints, saliency_cases, saliency_method)
     return {"metrics": metric_rows, "stats": stats, "latent": [r["row"] for r in latent], "saliency": saliency}
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kneeoa.errors import ConfigError
-from kneeoa.hierarchy import N_KL, OA_THRESHOLD
+from kneeoa.hierarchy import N_KL, oa_from_kl, oa_prob_from_kl_probs
 from kneeoa.models.output import ModelOutput
 
 VARIANTS = ("single-oa", "single-kl", "dual")
@@ -78,7 +78,7 @@ def oa_prob_from_logits(oa_logits: Tensor) -> Tensor:
 def probabilities(out: ModelOutput) -> dict[str, Tensor | None]:
     """kl_probs (B,5)|None; oa_prob (B,) from the OA head, else p2+p3+p4; oa_prob_from_kl (B,)|None."""
     kl_probs = None if out.kl_logits is None else torch.softmax(out.kl_logits.float(), -1)
-    from_kl = None if kl_probs is None else kl_probs[:, OA_THRESHOLD:].sum(-1)
+    from_kl = None if kl_probs is None else oa_prob_from_kl_probs(kl_probs)
     oa_prob = from_kl if out.oa_logits is None else oa_prob_from_logits(out.oa_logits)
     if oa_prob is None:
         raise ValueError("model output has neither KL nor OA logits")
@@ -109,7 +109,7 @@ def hierarchical_loss(out: ModelOutput, kl: Tensor, oa: Tensor | None, variant: 
         raise ConfigError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     kl = torch.as_tensor(kl).long().to(out.embedding.device)
     if oa is None:
-        oa = torch.where(kl >= 0, (kl >= OA_THRESHOLD).long(), torch.full_like(kl, -1))
+        oa = torch.where(kl >= 0, oa_from_kl(kl).long(), torch.full_like(kl, -1))
     oa = torch.as_tensor(oa).long().to(out.embedding.device)
     need_kl, need_oa = variant in ("single-kl", "dual"), variant in ("single-oa", "dual")
     if (need_kl and out.kl_logits is None) or (need_oa and out.oa_logits is None):

@@ -11,19 +11,12 @@ from typing import Any
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # never a GUI backend: Slicer freezes with Tk, servers have no display
-    import matplotlib.pyplot as plt
-
-    return plt
+from kneeoa.analysis.plots import pyplot
 
 
 def fig_to_png(fig: Any, dpi: int = 110) -> bytes:
     """Render and close a matplotlib figure."""
-    plt = _pyplot()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -48,7 +41,7 @@ def overlay_grid_png(examples: list[dict[str, Any]], threshold: float = 0.2, lab
 
     Each example: {"title": str, "image": array_ijk, "saliency": array_ijk in [0,1], "mask": array_ijk | None}.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(examples), 1)
     fig, axes = plt.subplots(n, 2, figsize=(6.4, 3.1 * n), squeeze=False)
     for row, ex in zip(axes, examples):
@@ -71,7 +64,7 @@ def overlay_grid_png(examples: list[dict[str, Any]], threshold: float = 0.2, lab
 
 def kl_counts_png(counts: dict[str, dict[int, int]]) -> bytes:
     """Grouped bars: number of knees per KL grade for each split."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 2.8))
     width = 0.8 / max(len(counts), 1)
     for n, (split, per_grade) in enumerate(counts.items()):
@@ -96,7 +89,7 @@ def _number(value: Any) -> float:
 def metric_bars_png(rows: list[dict[str, Any]], metrics: list[str], group: str = "backbone",
                     series: str = "variant") -> bytes:
     """One panel per metric: bars per backbone, one colour per variant."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = list(dict.fromkeys(r[group] for r in rows))
     kinds = list(dict.fromkeys(r[series] for r in rows))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 2.9), squeeze=False)

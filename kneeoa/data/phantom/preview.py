@@ -40,14 +40,12 @@ def save_preview(out_dir: str | Path, labels: list[CaseLabels], n_train: int, pe
 
     All tiles go into one array drawn once, with one contour per label: fast even for many tiles.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from kneeoa.analysis.plots import pyplot
     from kneeoa.data.phantom.cohort import case_id, case_paths
     from kneeoa.data.volume import read_volume
     from kneeoa.utils.atomic import atomic_path
+
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     tiles: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, str]] = {}
