@@ -1,0 +1,52 @@
+"""Every enumerated name in KneeOA, defined once (standard library only)."""
+
+from __future__ import annotations
+
+# --- supervision variants and heads (SPEC 2) -------------------------------------------------------------
+VARIANTS = ("single-oa", "single-kl", "dual")  # CLI/config spelling
+HEADS = ("chained", "parallel")  # dual-head topology: chained = the paper's (OA head on the KL logits)
+KL_HEADS = ("softmax", "corn")  # KL head: plain softmax or the ordinal CORN head (ours)
+VARIANT_LABELS = {"single-oa": "Single-OA", "single-kl": "Single-KL", "dual": "Dual"}
+
+
+def variant_tag(variant: str) -> str:
+    """'single-oa' -> 'single_oa': the spelling of file and model names (`<backbone>_<variant>_preds.csv`)."""
+    return variant.replace("-", "_")
+
+
+def variant_from_tag(tag: str) -> str:
+    """'single_oa' -> 'single-oa' (inverse of `variant_tag`); ValueError for an unknown tag."""
+    variant = tag.replace("_", "-")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {tag!r} (known: {', '.join(VARIANTS)})")
+    return variant
+
+
+VARIANT_TAGS = tuple(variant_tag(v) for v in VARIANTS)
+
+
+def model_name(backbone: str, variant: str) -> str:
+    """'resnet3d', 'single-kl' -> 'resnet3d_single_kl': the name runs, predictions and latent tables use."""
+    return f"{backbone}_{variant_tag(variant)}"
+
+
+# --- execution ------------------------------------------------------------------------------------------
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_MODES = ("none", "bf16", "fp16")
+PRESETS = ("quick", "paper")  # the bundled presets (a .yaml path is accepted too)
+
+# --- saliency (SPEC 6) ----------------------------------------------------------------------------------
+SALIENCY_METHODS = ("smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion")
+SALIENCY_NONE = "none"  # "no saliency map" where a front end offers the choice
+SALIENCY_TARGETS = ("auto", "kl", "oa")  # auto = the KL head when the model has one, else OA
+
+# --- OAI-ZIB-CM mask labels (SPEC 3) --------------------------------------------------------------------
+LABELS = {0: "background", 1: "femur", 2: "femoral_cartilage", 3: "tibia", 4: "medial_tibial_cartilage",
+          5: "lateral_tibial_cartilage"}
+LABEL_OF = {name: value for value, name in LABELS.items()}
+MASK_LABELS = tuple(LABELS)  # every value a mask may hold
+CARTILAGE_LABELS = (2, 4, 5)  # default overlap ROI (the paper's code used (2, 4): no lateral tibial)
+# cartilage compartments for the per-compartment overlap and thickness: name -> mask labels
+COMPARTMENTS = {"femoral": (2,), "medial_tibial": (4,), "lateral_tibial": (5,)}
+COMPARTMENT_NAMES = {"femoral": "femoral cartilage", "medial_tibial": "medial tibial cartilage",
+                     "lateral_tibial": "lateral tibial cartilage"}
