@@ -38,8 +38,10 @@ def _read_head(path: Path, n: int, gz: bool) -> bytes:
         raise InputError(f"cannot decompress (truncated or corrupt gzip): {err}", path) from None
 
 
-def check_nifti_header(path: Path, gz: bool) -> None:
-    """Validate a NIfTI-1/2 header: size field, magic, dims, and that the file can hold the data."""
+def check_nifti_header(path: Path, gz: bool) -> int:
+    """Validate a NIfTI-1/2 header: size field, magic, dims, and that the file can hold the data.
+
+    Returns the bytes the header declares (voxel offset + data): the decoder's inflate budget."""
     head = _read_head(path, 540, gz)
     if len(head) < 348:
         raise InputError(f"truncated NIfTI: {len(head)} header bytes, expected at least 348", path)
@@ -76,11 +78,11 @@ def check_nifti_header(path: Path, gz: bool) -> None:
         raise InputError(f"empty image of shape {tuple(shape)}", path)
     if bitpix <= 0 or bitpix % 8 or not (0 <= vox_offset < 2**40):
         raise InputError(f"corrupt NIfTI header (bitpix {bitpix}, vox_offset {vox_offset})", path)
-    _check_size(path, tuple(shape), bitpix // 8, int(vox_offset), path.stat().st_size, compressed=gz)
+    return _check_size(path, tuple(shape), bitpix // 8, int(vox_offset), path.stat().st_size, compressed=gz)
 
 
 def _check_size(path: Path, shape: tuple[int, ...], bytes_per_voxel: int, offset: int, available: int,
-                compressed: bool) -> None:
+                compressed: bool) -> int:
     n_voxels = 1
     for d in shape:
         n_voxels *= int(d)
@@ -93,6 +95,7 @@ def _check_size(path: Path, shape: tuple[int, ...], bytes_per_voxel: int, offset
                          "cannot hold them (truncated or corrupt)", path)
     if not compressed and need > available:
         raise InputError(f"truncated: header declares {need} bytes, file has {available}", path)
+    return need
 
 
 _DATA_FILE = {".mhd": re.compile(rb"^\s*ElementDataFile\s*=\s*(.+?)\s*$", re.M),
