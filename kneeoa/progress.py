@@ -8,11 +8,12 @@ Other events: "start", "log" (message), "result" (payload), "end". Slicer parses
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from typing import Any, TextIO
+
+from kneeoa.utils import strict_json
 
 MODE_ENV = "KNEEOA_PROGRESS"
 
@@ -30,7 +31,8 @@ def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
     if mode() != "json":
         return
     out = stream or sys.stdout
-    out.write(json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
+    # strict JSON (NaN -> null) on one physical line: json escapes a newline inside a file name as \\n
+    out.write(strict_json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
     out.flush()
 
 

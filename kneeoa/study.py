@@ -12,7 +12,6 @@ saliency attribution, and one HTML report. Every step skips what a previous (int
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from kneeoa.errors import ConfigError
 from kneeoa.progress import Progress
+from kneeoa.utils import strict_json
 
 BACKBONES = ("resnet3d", "m3t", "nnmamba")
 VARIANTS = ("single-oa", "single-kl", "dual")
@@ -70,7 +70,7 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
     report = build_study_report(out, cohort, analyses, preset, timings)
     from kneeoa.utils.atomic import atomic_write_text
 
-    atomic_write_text(out / "study.json", json.dumps({"preset": preset, "data": str(Path(data).resolve()),
+    atomic_write_text(out / "study.json", strict_json.dumps({"preset": preset, "data": str(Path(data).resolve()),
                                                       "timings_s": timings, "report": str(report)}, indent=2))
     return {"report": report, "timings": timings, **analyses}
 

@@ -27,12 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from kneeoa.engine.grade import grade_volume
     from kneeoa.errors import ConfigError
     from kneeoa.progress import Progress, emit
+    from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_write_text
 
     result_path = Path(args.result_json)
@@ -52,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
         result = grade_volume(args.image, args.checkpoint, mask_path=args.mask, saliency_path=args.saliency_out,
                               saliency_method=args.saliency_method, target=args.target, device=args.device,
                               step=step)
-    atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(result_path, strict_json.dumps(result, indent=2) + "\n")
     emit("result", **result)
     return 0

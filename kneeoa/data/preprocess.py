@@ -74,7 +74,12 @@ def preprocess_volume(volume: Volume, input_shape: Sequence[int],
     if tuple(x.shape[1:]) != shape:
         x = Resize(spatial_size=shape, mode="trilinear", align_corners=False)(x)
         x = x.as_tensor() if hasattr(x, "as_tensor") else x
-    return x.float().contiguous()
+    x = x.float().contiguous()
+    # finite float32 voxels can still overflow the z-score (a sum of values near 3e38 is inf): never hand
+    # the model NaN, it would answer with a confident-looking grade. One pass over the small model input.
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("intensities overflow float32 when z-scored (NaN/Inf after normalisation)", volume.path)
+    return x
 
 
 def model_map_to_volume(map_dhw: Any, volume: Volume) -> np.ndarray:

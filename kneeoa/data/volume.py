@@ -92,7 +92,8 @@ def _read_nifti(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         img = _load_nifti(path, suffix, declared)
         affine = np.asarray(img.affine, dtype=float)
-        array = np.asarray(img.dataobj)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing scl_slope is reported later
+            array = np.asarray(img.dataobj)
         if isinstance(array, np.memmap) or isinstance(array.base, np.memmap):
             # the Volume must not keep the file open: one copy, no extra read() buffer
             array = np.array(array)
@@ -211,11 +212,20 @@ def _checked_array(array: np.ndarray, path: Path, is_label: bool, allow_constant
         raise InputError(f"empty image of shape {tuple(array.shape)}", path)
     if 1 in array.shape:
         raise InputError(f"a single slice of shape {tuple(array.shape)} (2D), expected a 3D volume", path)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InputError(f"image holds {int((~np.isfinite(array)).sum())} NaN/Inf voxels", path)
     if is_label:
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InputError(f"label map holds {int((~np.isfinite(array)).sum())} NaN/Inf voxels", path)
         return _as_label_array(array, path)
-    array = np.asarray(array, dtype=np.float32)
+    source = array.dtype
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one clear line
+        array = np.asarray(array, dtype=np.float32)
+    # checked AFTER the float32 cast (and nibabel's scl_slope scaling, which makes the dtype float): a float64
+    # 1e300 or an int16 image scaled by 1e38 is finite on disk but inf here. Integer voxels cannot overflow
+    # float32 (int64 max ~9.2e18), so only float data pays for the check, once, as before.
+    if source.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise InputError(f"image holds {bad} NaN/Inf voxels after conversion to float32 (header scaling "
+                         "included)", path)
     if not allow_constant and float(array.max()) == float(array.min()):
         raise InputError(f"constant image (every voxel is {float(array.min()):g})", path)
     return array

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kneeoa.errors import ConfigError
+from kneeoa.errors import ConfigError, JobError
 
 MASK_LABELS = (0, 1, 2, 3, 4, 5)  # OAI-ZIB-CM: bg, femur, femoral cart., tibia, medial/lateral tibial cart.
 
 
 def plain(obj: Any) -> Any:
     """numpy/torch scalars and arrays -> JSON-ready Python values (recursively); NaN/inf -> None (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return plain(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    from kneeoa.utils.strict_json import finite_or_none
+
+    return finite_or_none(obj)
 
 
 def _same_file(a: str | Path, b: str | Path | None) -> bool:
@@ -43,7 +34,14 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     from kneeoa.data.preprocess import preprocess_volume
     from kneeoa.data.volume import check_labels, check_same_grid, read_volume, write_nifti
     from kneeoa.engine.devices import oom_guard, resolve_device
-    from kneeoa.engine.inference import batch_outputs, decisions, input_shape_of, load_model
+    from kneeoa.engine.inference import (
+        NONFINITE_OUTPUT,
+        batch_outputs,
+        decisions,
+        finite_rows,
+        input_shape_of,
+        load_model,
+    )
 
     say = step or (lambda _msg: None)
     if saliency_path is not None and any(_same_file(saliency_path, p) for p in (image_path, mask_path, checkpoint)):
@@ -63,6 +61,8 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     x = preprocess_volume(image, shape)[None].to(dev)
     with oom_guard(dev, "grading"):
         out = batch_outputs(model, x)
+    if not finite_rows(out)[0]:
+        raise JobError(f"{NONFINITE_OUTPUT} (checkpoint {checkpoint})", image_path)
     dec = decisions(out["kl_probs"], out["oa_prob"])
     has_kl = out["kl_probs"] is not None
     result: dict[str, Any] = {

@@ -16,7 +16,35 @@ def load_model(checkpoint: str | Path, device: Any) -> tuple[Any, dict]:
     from kneeoa.models.checkpoint import load_checkpoint
 
     model, card = load_checkpoint(checkpoint, device="cpu")
+    check_finite_weights(model, checkpoint)
     return model.to(device).eval(), card
+
+
+def check_finite_weights(model: Any, checkpoint: str | Path) -> None:
+    """CheckpointError naming the file when any weight or buffer is NaN/Inf (they would grade every knee 0)."""
+    import torch
+
+    from kneeoa.errors import CheckpointError
+
+    bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CheckpointError(f"weights hold NaN/Inf values ({', '.join(bad[:3])}{more}); the checkpoint is "
+                              "corrupt or from a diverged training", checkpoint)
+
+
+NONFINITE_OUTPUT = "the model's output is not finite (NaN/Inf): no grade is given for this volume"
+
+
+def finite_rows(outputs: dict[str, np.ndarray | None]) -> np.ndarray:
+    """(B,) bool: True where every model output of the row (probabilities, embedding) is finite."""
+    ok = np.isfinite(outputs["oa_prob"])
+    for key in ("kl_probs", "oa_prob_from_kl", "embedding"):
+        value = outputs.get(key)
+        if value is not None:
+            ok &= np.isfinite(value.reshape(len(ok), -1)).all(axis=1)
+    return ok
 
 
 def input_shape_of(model: Any, card: dict) -> tuple[int, int, int]:

@@ -55,17 +55,42 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     if not cases:
         raise InputError(f"no graded cases in split {split!r}", data)
     shape = input_shape_of(model, card)
-    result = predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir)
+    result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir))
     rows = _pred_rows(cases, result, variant)
     write_table(paths["predictions"], rows, pred_columns(variant))
     metrics = evaluation_metrics(result)
+    if excluded:
+        metrics["n_excluded_nonfinite"] = len(excluded)
     write_table(paths["metrics_csv"], [{"model": name, "split": split, **metrics}],
                 ["model", "split", *metrics.keys()])
     if embeddings:
         train_cases = cohort.split("train") if split != "train" else cases
-        train_result = predict_cases(model, train_cases, shape, dev, batch_size, workers, cache_dir)
+        train_result, _ = drop_nonfinite(predict_cases(model, train_cases, shape, dev, batch_size, workers, cache_dir))
         write_embeddings(paths["embeddings"], name, {"train": (train_cases, train_result), split: (cases, result)})
     return {**{k: v for k, v in paths.items()}, "metrics": metrics, "n": len(cases)}
+
+
+def drop_nonfinite(result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Remove the cases whose model output is NaN/Inf (they have no grade), warning with their ids.
+
+    They are left out of the predictions, the metrics (which then say `n_excluded_nonfinite`) and the
+    embeddings: a NaN probability must never count as KL 0.
+    """
+    import warnings
+
+    from kneeoa.engine.inference import NONFINITE_OUTPUT, finite_rows
+
+    if result.get("oa_prob") is None or not len(result["case_id"]):
+        return result, []
+    keep = finite_rows(result)
+    if keep.all():
+        return result, []
+    excluded = [cid for cid, ok in zip(result["case_id"], keep) if not ok]
+    warnings.warn(f"{len(excluded)} case(s) left out of the predictions and metrics: {NONFINITE_OUTPUT} "
+                  f"({', '.join(excluded[:5])}{' ...' if len(excluded) > 5 else ''})", stacklevel=2)
+    kept = {k: (v[keep] if isinstance(v, np.ndarray) else v) for k, v in result.items()}
+    kept["case_id"] = [cid for cid, ok in zip(result["case_id"], keep) if ok]
+    return kept, excluded
 
 
 def _refuse_clobber(paths: list[Path], overwrite: bool) -> None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from kneeoa.errors import ConfigError
+from kneeoa.utils import strict_json
 from kneeoa.utils.atomic import append_line, atomic_write_text
 
 # every file or folder a run writes; --overwrite removes exactly these, never anything else in the folder
@@ -95,7 +96,7 @@ class RunDir:
         append_line(self.log_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
 
     def append_metrics(self, row: dict) -> None:
-        append_line(self.metrics, json.dumps(row, default=float))
+        append_line(self.metrics, strict_json.dumps(row))
 
     def read_metrics(self) -> list[dict]:
         """Epoch rows of metrics.jsonl (an unparsable tail line from a hard kill is skipped)."""
@@ -112,4 +113,4 @@ class RunDir:
     def truncate_metrics(self, epochs_done: int) -> None:
         """Keep the lines of completed epochs only (a kill between checkpoint and log, or after, leaves extras)."""
         rows = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epochs_done]
-        atomic_write_text(self.metrics, "".join(json.dumps(r, default=float) + "\n" for r in rows))
+        atomic_write_text(self.metrics, "".join(strict_json.dumps(r) + "\n" for r in rows))

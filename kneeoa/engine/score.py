@@ -193,8 +193,9 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
                 if item["image"] is None:
                     row.update(status="error", error=item["error"])
                 else:
-                    row.update(status="ok", error="", **results[item["case_id"]])
-                    if saliency_dir is not None:
+                    row.update(status="ok", error="")
+                    row.update(results[item["case_id"]])
+                    if saliency_dir is not None and row["status"] == "ok":
                         _add_saliency(row, model, shape, saliency_dir, saliency_method, target)
                 append_line(out_csv, format_row(row))
                 counts["errors" if row["status"] == "error" else "scored"] += 1
@@ -212,12 +213,16 @@ def _drop_partial_tail(path: Path) -> None:
 
 
 def _predict_rows(model: Any, x: Any, case_ids: list[str]) -> dict[str, dict]:
-    from kneeoa.engine.inference import batch_outputs, decisions
+    from kneeoa.engine.inference import NONFINITE_OUTPUT, batch_outputs, decisions, finite_rows
 
     out = batch_outputs(model, x)
+    finite = finite_rows(out)
     dec = decisions(out["kl_probs"], out["oa_prob"])
     rows = {}
     for i, case_id in enumerate(case_ids):
+        if not finite[i]:
+            rows[case_id] = {"status": "error", "error": NONFINITE_OUTPUT}
+            continue
         row: dict[str, Any] = {"oa_prob": float(out["oa_prob"][i]), "pred_oa": int(dec["pred_oa"][i])}
         if out["kl_probs"] is not None:
             row.update({f"kl_prob_{g}": float(out["kl_probs"][i, g]) for g in range(5)})

@@ -19,6 +19,7 @@ from kneeoa.config import apply_resume_overrides, load_config, resolve_config, s
 from kneeoa.engine import distributed
 from kneeoa.engine.rundir import RunDir
 from kneeoa.errors import ConfigError, InputError, JobError
+from kneeoa.utils import strict_json
 
 
 def train(data: str | Path | None, backbone: str = "resnet3d", variant: str = "dual",
@@ -248,7 +249,7 @@ def _save_epoch(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict,
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     # the state carries the epoch's log line: a kill before the line is appended must not lose it
     save_trainer_state(run.state, model, optimizer, scaler, epochs_done, finished=False,
-                       info={"seed": cfg["seed"], "metrics_row": json.loads(json.dumps(row, default=float))})
+                       info={"seed": cfg["seed"], "metrics_row": json.loads(strict_json.dumps(row))})
     train_metrics = {k: row[k] for k in ("loss", *_metric_keys(row))}
     save_checkpoint(run.last, model, _card(model, cfg, cohort, train_cases, epochs_done, {"train_last_epoch": train_metrics}))
     run.append_metrics(row)
@@ -265,7 +266,6 @@ def _restore_metrics_line(run: RunDir, meta: dict, done: int) -> None:
 def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, cohort: Any, train_cases: list,
             device: Any, info: Any, cache_dir: Path | None) -> dict:
     """Evaluate the last epoch on the test split, put the metrics in the card and mark the run finished."""
-    import json
 
     from kneeoa.engine.inference import evaluation_metrics, predict_cases
     from kneeoa.engine.state import read_trainer_meta, save_trainer_state
@@ -284,7 +284,7 @@ def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, coh
         result = predict_cases(model, test_cases, tuple(cfg["input_shape"]), device, cfg["eval_batch_size"],
                                cfg["workers"], cache_dir, cfg["amp"])
         metrics["test"] = evaluation_metrics(result)
-        atomic_write_text(run.test_metrics, json.dumps(metrics["test"], indent=2) + "\n")
+        atomic_write_text(run.test_metrics, strict_json.dumps(metrics["test"], indent=2) + "\n")
         run.log("test " + " ".join(f"{k}={v:.4g}" for k, v in metrics["test"].items()))
     save_checkpoint(run.last, model, _card(model, cfg, cohort, train_cases, cfg["epochs"], metrics))
     save_trainer_state(run.state, model, optimizer, scaler, cfg["epochs"], finished=True, info={"seed": cfg["seed"]})

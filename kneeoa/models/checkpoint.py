@@ -18,6 +18,7 @@ from torch import nn
 from kneeoa.errors import CheckpointError, ConfigError
 from kneeoa.hierarchy import KL_GRADES, OA_THRESHOLD
 from kneeoa.models.registry import ModelSpec, build_model
+from kneeoa.utils import strict_json
 
 CARD_KEY = "kneeoa_card"
 _LIST_MAX = 6
@@ -49,7 +50,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | N
     full.update(card or {})
     full["spec"] = model.spec.to_dict()
     try:
-        text = json.dumps(full)
+        text = strict_json.dumps(full, default=None)  # NaN metrics -> null
     except (TypeError, ValueError) as err:
         raise ConfigError(f"the model card is not JSON-serialisable: {err}", path) from None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}

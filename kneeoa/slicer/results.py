@@ -13,6 +13,8 @@ import json
 import math
 from typing import Any
 
+from kneeoa.utils import strict_json
+
 RESULT_ATTRIBUTE = "KneeOA.Result"
 GRADED_TABLE_ATTRIBUTE = "KneeOA.GradedTable"
 ROLE_SALIENCY = "KneeOASaliency"
@@ -205,7 +207,7 @@ def update_kl_chart(kl_probs: list[float], title: str, scene: Any, table_node: A
 
 def store_result(volume_node: Any, result: dict, nodes: dict[str, Any]) -> None:
     """Keep `result` (JSON attribute) and its nodes (references by role) on the graded volume node."""
-    volume_node.SetAttribute(RESULT_ATTRIBUTE, json.dumps(result, default=str))
+    volume_node.SetAttribute(RESULT_ATTRIBUTE, strict_json.dumps(result))
     for role, node in nodes.items():
         volume_node.SetNodeReferenceID(role, node.GetID() if node is not None else None)
 
