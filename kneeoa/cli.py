@@ -22,6 +22,7 @@ COMMANDS = [
     "score",
     "merge",
     "grade",
+    "import_paper_checkpoint",
     "stats",
     "latent",
     "saliency",
