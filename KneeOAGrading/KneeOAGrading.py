@@ -33,6 +33,7 @@ for _root in (_here.parent, _here):
 
 from KneeOAGradingLib import selftest, widget_helpers  # noqa: E402  (needs the path above)
 
+from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_TARGETS  # noqa: E402
 from kneeoa.slicer import deps, display, grading, jobs, module_widget, results  # noqa: E402
 
 
@@ -56,9 +57,9 @@ class KneeOAGradingParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     cartilage: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007 (wrapper needs Union)
     checkpoint: Path  # empty: the bundled demo model
-    device: Annotated[str, Choice(list(grading.DEVICES))] = "auto"
-    saliencyMethod: Annotated[str, Choice(list(grading.SALIENCY_METHODS))] = "smoothgrad"
-    target: Annotated[str, Choice(list(grading.TARGETS))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    saliencyMethod: Annotated[str, Choice(list(grading.SALIENCY_CHOICES))] = SALIENCY_METHODS[0]
+    target: Annotated[str, Choice(list(SALIENCY_TARGETS))] = "auto"
     saliencyThreshold: Annotated[float, WithinRange(0.0, 1.0)] = display.DEFAULT_SALIENCY_THRESHOLD
     saliencyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = display.DEFAULT_SALIENCY_OPACITY
 

@@ -31,6 +31,8 @@ for _root in (_here.parent, _here):
 
 from KneeOATrainingLib import selftest, widget_helpers  # noqa: E402  (needs the path above)
 
+from kneeoa.contracts.catalog import DEFAULT_BACKBONE, backbone_names, study_backbones  # noqa: E402
+from kneeoa.contracts.vocab import DEVICES, HEADS, PRESETS, VARIANTS, model_name  # noqa: E402
 from kneeoa.errors import ConfigError, JobError  # noqa: E402
 from kneeoa.slicer import jobs, latent_cases, latent_plot, module_widget, training  # noqa: E402
 
@@ -54,16 +56,16 @@ class KneeOATraining(ScriptedLoadableModule):
 @parameterNodeWrapper
 class KneeOATrainingParameterNode:
     dataFolder: Path
-    backbone: Annotated[str, Choice(list(training.BACKBONES))] = "resnet3d"
-    variant: Annotated[str, Choice(list(training.VARIANTS))] = "dual"
-    head: Annotated[str, Choice(list(training.HEADS))] = "chained"
-    preset: Annotated[str, Choice(list(training.PRESETS))] = "quick"
+    backbone: Annotated[str, Choice(list(backbone_names()))] = DEFAULT_BACKBONE
+    variant: Annotated[str, Choice(list(VARIANTS))] = "dual"
+    head: Annotated[str, Choice(list(HEADS))] = "chained"
+    preset: Annotated[str, Choice(list(PRESETS))] = "quick"
     outputFolder: Path
     epochs: Annotated[int, WithinRange(0, 10000)] = 0  # 0: the preset's (the spin box shows "preset")
     inputSize: Annotated[int, WithinRange(0, 512)] = 0
     learningRate: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
     seed: Annotated[int, WithinRange(-1, 1000000)] = -1
-    device: Annotated[str, Choice(list(training.DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     latentFolder: Path
     latentCheckpoint: Path
     latentCohort: Path
@@ -234,7 +236,7 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
         if data is None or out is None:
             raise ConfigError("choose the dataset folder and the output folder")
         argv = training.study_command(data, out, preset, int(epochs), device, python=jobs.slicer_python())
-        models = [training.model_name(b, v) for b in training.STUDY_BACKBONES for v in training.STUDY_VARIANTS]
+        models = [model_name(b, v) for b in study_backbones() for v in VARIANTS]
         return jobs.Job(argv, env=self.jobEnvironment()).start(), training.TrainingMonitor(models=models)
 
     def startResume(self, outputFolder, dataFolder=None, preset="quick", epochs=0, device="auto"):

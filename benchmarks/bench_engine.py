@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-BACKBONES = ("resnet3d", "m3t", "nnmamba")
+from kneeoa.contracts.catalog import study_backbones
+
+BACKBONES = study_backbones()
 
 
 def _quiet() -> None:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kneeoa.contracts.catalog import BACKBONES
+from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, VARIANTS
 from kneeoa.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-BACKBONES = ("resnet3d", "m3t", "nnmamba", "resnet3d-monai")
-VARIANTS = ("single-oa", "single-kl", "dual")
-HEADS = ("chained", "parallel")
-AMP_MODES = ("none", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 # key -> (allowed python types, one-line meaning); None in the types tuple means "may be null"
 TRAIN_KEYS: dict[str, tuple[tuple, str]] = {

@@ -17,28 +17,24 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.catalog import backbone_names, study_backbones
+from kneeoa.contracts.vocab import VARIANTS, model_name
 from kneeoa.errors import ConfigError
 from kneeoa.progress import Progress
 from kneeoa.utils import strict_json
 
-BACKBONES = ("resnet3d", "m3t", "nnmamba")
-VARIANTS = ("single-oa", "single-kl", "dual")
 
-
-def model_dir_name(backbone: str, variant: str) -> str:
-    return f"{backbone}_{variant}".replace("-", "_")
-
-
-def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbones=BACKBONES, variants=VARIANTS,
+def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbones=None, variants=VARIANTS,
               overrides: dict | None = None, saliency_cases: int = 4, resamples: int = 10_000,
               saliency_method: str = "smoothgrad") -> dict[str, Any]:
     """Run (or finish) a study; returns {'report': path, 'timings': {...}, ...}."""
     from kneeoa.data.cohort import CohortWarning, load_cohort
 
     out = Path(out)
-    bad = [b for b in backbones if b not in BACKBONES] + [v for v in variants if v not in VARIANTS]
+    backbones = study_backbones() if backbones is None else tuple(backbones)
+    bad = [b for b in backbones if b not in backbone_names()] + [v for v in variants if v not in VARIANTS]
     if bad:
-        raise ConfigError(f"unknown backbone/variant {bad}; choose from {BACKBONES} and {VARIANTS}")
+        raise ConfigError(f"unknown backbone/variant {bad}; choose from {backbone_names()} and {VARIANTS}")
     cohort = load_cohort(data)  # warns once about ungraded knees; every later step reads the same cohort
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CohortWarning)
@@ -57,7 +53,7 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
     with Progress("study", total=len(grid), unit="model") as progress:
         for backbone, variant in grid:
             t0 = time.perf_counter()
-            name = model_dir_name(backbone, variant)
+            name = model_name(backbone, variant)
             checkpoints[name] = _train_one(data, out / "models" / name, backbone, variant, preset, overrides)
             _predict_one(checkpoints[name], data, out / "predictions", name, overrides["cache_dir"])
             timings[name] = round(time.perf_counter() - t0, 1)

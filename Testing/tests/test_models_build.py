@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kneeoa.contracts.catalog import BACKBONES
 from kneeoa.models.checkpoint import load_checkpoint, save_checkpoint
 from kneeoa.models.heads import hierarchical_loss, probabilities
-from kneeoa.models.registry import BACKBONES, ModelSpec, build_model
+from kneeoa.models.registry import ModelSpec, build_model
 
 SHAPE = (16, 16, 16)
 TINY_WIDTH = {"resnet3d": 4, "resnet3d-monai": 4, "m3t": 8, "nnmamba": 4}

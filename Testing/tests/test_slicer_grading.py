@@ -42,12 +42,6 @@ def test_prepare_writes_inputs_on_the_volume_grid_and_a_command_the_cli_accepts(
     assert args.result_json == str(files.result_json)
 
 
-def test_saliency_method_choices_are_the_cli_ones_plus_none():
-    from kneeoa.commands.grade import METHOD_CHOICES
-
-    assert list(grading.SALIENCY_METHODS) == [*METHOD_CHOICES, "none"]
-
-
 def test_no_saliency_and_no_mask_leave_the_options_out(scene, knee, tmp_path):
     volume = knee[0]
     argv, files = grading.prepare(volume, grading.GradingOptions(tmp_path / "m", saliency_method="none"),

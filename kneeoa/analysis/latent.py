@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.vocab import VARIANT_TAGS
 from kneeoa.errors import InputError
 from kneeoa.hierarchy import N_KL, OA_THRESHOLD
 
@@ -26,7 +27,7 @@ SUMMARY_COLUMNS = ["name", "backbone", "variant", "n_train", "n_test", "dim", "e
                    "rho_pc1_kl", "abs_rho_pc1_kl", "abs_rho_pc1_oa", "probe_auroc_test", "probe_auroc_train",
                    "centroid_order", "centroid_monotone", "centroids_pc1", "abs_rho_pc1_true_severity"]
 POINT_COLUMNS = ["name", "split", "case_id", "kl", "pc1", "pc2"]
-_NAME_RE = re.compile(r"^(?P<backbone>.+)_(?P<variant>single_oa|single_kl|dual)$")
+_NAME_RE = re.compile(rf"^(?P<backbone>.+)_(?P<variant>{'|'.join(VARIANT_TAGS)})$")
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-COMPARTMENTS = {"femoral": (2,), "medial_tibial": (4,), "lateral_tibial": (5,)}
-DEFAULT_LABELS = (2, 4, 5)
+from kneeoa.contracts.vocab import CARTILAGE_LABELS, COMPARTMENTS
+
 DEFAULT_KS = (0.01, 0.05, 0.10)
 
 
@@ -33,7 +33,7 @@ def k_name(fraction: float) -> str:
     return f"{fraction * 100:g}"
 
 
-def saliency_overlap(saliency, mask, labels: Sequence[int] = DEFAULT_LABELS,
+def saliency_overlap(saliency, mask, labels: Sequence[int] = CARTILAGE_LABELS,
                      ks: Sequence[float] = DEFAULT_KS, compartments: bool = True) -> dict[str, Any]:
     """mass@ROI, top-k@ROI and Dice@k of a saliency map against a label mask on the same grid.
 

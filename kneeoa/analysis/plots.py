@@ -12,13 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.catalog import backbone_label, display_order
+from kneeoa.contracts.vocab import VARIANT_LABELS, VARIANT_TAGS, variant_from_tag
 from kneeoa.utils.atomic import atomic_path
 
-BACKBONE_NAMES = {"resnet3d": "ResNet3D", "m3t": "M3T", "mamba": "nnMamba", "nnmamba": "nnMamba",
-                  "resnet3d-monai": "ResNet3D (MONAI)", "resnet3d_monai": "ResNet3D (MONAI)"}
-VARIANT_NAMES = {"single_oa": "Single-OA", "single_kl": "Single-KL", "dual": "Dual"}
-VARIANT_ORDER = ("single_oa", "single_kl", "dual")
-BACKBONE_ORDER = ("resnet3d", "m3t", "mamba", "nnmamba")
 KL_COLOURS = ("#2166ac", "#67a9cf", "#fddb7f", "#ef8a62", "#b2182b")  # KL 0..4, diverging at the OA cut
 
 
@@ -58,7 +55,7 @@ def forest_plot(rows: Sequence[dict[str, Any]], title: str = "Dual vs Single: de
         q = row.get("q_value_BH")
         ax.text(1.02, y, _q_label(q), transform=ax.get_yaxis_transform(),
                 va="center", fontsize=7, color=colour)
-        labels.append(f"{_backbone(row['backbone'])}  {row['task']} {row['metric']}")
+        labels.append(f"{backbone_label(row['backbone'])}  {row['task']} {row['metric']}")
     ax.axvline(0.0, color="#999999", lw=0.8, ls="--")
     ax.set_yticks(range(len(rows)), labels[::-1], fontsize=8)
     ax.set_xlabel("delta = Dual - Single  (filled: q < 0.05)")
@@ -78,7 +75,7 @@ def delta_bar_chart(rows: Sequence[dict[str, Any]], title: str = "Dual - Single 
     width = 0.8 / max(len(backbones), 1)
     colours = plt.get_cmap("tab10").colors
     for b_index, backbone in enumerate(backbones):
-        label = _backbone(backbone)  # one legend entry per backbone
+        label = backbone_label(backbone)  # one legend entry per backbone
         for row in (r for r in rows if r["backbone"] == backbone):
             x = metrics.index(f"{row['task']} {row['metric']}") + (b_index - (len(backbones) - 1) / 2) * width
             delta, lo, hi = (float(row[k]) for k in ("delta", "ci_lo", "ci_hi"))
@@ -109,8 +106,8 @@ def pca_grid(models: Sequence[dict[str, Any]], title: str = "Test embeddings on 
     from matplotlib.lines import Line2D
 
     models = list(models)
-    backbones = _ordered({m["backbone"] for m in models}, BACKBONE_ORDER)
-    variants = _ordered({m["variant"] for m in models}, VARIANT_ORDER)
+    backbones = _ordered({m["backbone"] for m in models}, display_order())
+    variants = _ordered({m["variant"] for m in models}, VARIANT_TAGS)
     fig, axes = plt.subplots(max(len(backbones), 1), max(len(variants), 1), squeeze=False,
                              figsize=(3.0 * max(len(variants), 1), 2.8 * max(len(backbones), 1) + 0.6))
     for ax in axes.ravel():
@@ -126,7 +123,7 @@ def pca_grid(models: Sequence[dict[str, Any]], title: str = "Test embeddings on 
             pick = test_kl == grade
             ax.scatter(test_pc[pick, 0], test_pc[pick, 1], s=14, c=colour, edgecolors="#333333", linewidths=0.3)
         rho = model.get("abs_rho_pc1_kl")
-        subtitle = f"{_backbone(model['backbone'])} {VARIANT_NAMES.get(model['variant'], model['variant'])}"
+        subtitle = f"{backbone_label(model['backbone'])} {_variant(model['variant'])}"
         ax.set_title(subtitle + ("" if rho is None or not np.isfinite(rho) else f"\n|rho(PC1,KL)|={rho:.2f}"), fontsize=8)
         ax.set_xlabel("PC1", fontsize=7)
         ax.set_ylabel("PC2", fontsize=7)
@@ -145,8 +142,12 @@ def _q_label(q: Any) -> str:
     return "q<0.001" if float(q) < 0.001 else f"q={float(q):.3f}"
 
 
-def _backbone(name: str) -> str:
-    return BACKBONE_NAMES.get(name, name)
+def _variant(tag: str) -> str:
+    """'single_oa' -> 'Single-OA'; an unknown tag is shown as given."""
+    try:
+        return VARIANT_LABELS[variant_from_tag(tag)]
+    except ValueError:
+        return tag
 
 
 def _ordered(names: set[str], order: Sequence[str]) -> list[str]:

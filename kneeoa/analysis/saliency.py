@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
+from kneeoa.contracts.vocab import SALIENCY_METHODS, SALIENCY_TARGETS
 from kneeoa.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from kneeoa.data.volume import Volume
-
-METHODS = ("smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion")
-TARGETS = ("auto", "kl", "oa")
 
 
 class SaliencyMap(NamedTuple):
@@ -71,9 +69,9 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
 def check_options(method: str, target: str | int, n_samples: int, noise_std: float,
                   batch_size: int | None) -> None:
     """Raise ConfigError for an unknown method/target or a non-positive sample count, noise or batch size."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
-    if not _is_kl_class(target) and target not in TARGETS:
+    if method not in SALIENCY_METHODS:
+        raise ConfigError(f"unknown saliency method {method!r}; choose one of {', '.join(SALIENCY_METHODS)}")
+    if not _is_kl_class(target) and target not in SALIENCY_TARGETS:
         raise ConfigError(f"unknown saliency target {target!r}; use auto, kl, oa or a KL grade 0-4")
     if int(n_samples) < 1:
         raise ConfigError(f"n_samples must be at least 1, got {n_samples}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.vocab import CARTILAGE_LABELS, MASK_LABELS
 from kneeoa.errors import ConfigError, KneeOAError
 
 OVERLAP_CSV = "saliency_overlap.csv"
@@ -50,7 +51,7 @@ def parse_labels(text: str | Any) -> tuple[int, ...]:
 
 
 def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Path, method: str = "smoothgrad",
-                       target: str | int = "auto", labels: tuple[int, ...] = (2, 4, 5),
+                       target: str | int = "auto", labels: tuple[int, ...] = CARTILAGE_LABELS,
                        input_shape: tuple[int, int, int] | None = None, n_samples: int = 8,
                        noise_std: float = 0.05, batch_size: int | None = None) -> dict[str, Any]:
     """Write `<case_id>_saliency.nii.gz` per case and, if any case has a mask, the overlap CSV.
@@ -117,9 +118,6 @@ def write_overlap_table(path: Path, rows: list[dict[str, Any]]) -> Path:
         mean[col] = float(np.mean(numbers)) if numbers else float("nan")
     write_table(path, [*rows, mean], columns)
     return path
-
-
-MASK_LABELS = (0, 1, 2, 3, 4, 5)  # OAI-ZIB-CM: bg, femur, femoral cart., tibia, medial/lateral tibial cart.
 
 
 def _read_mask(path: Path, image: Any) -> np.ndarray:

@@ -11,17 +11,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kneeoa.contracts.catalog import BACKBONES
 from kneeoa.errors import ConfigError
 
-# The last 3-D convolutional block of each backbone (module name in KneeOAModel), where GradCAM looks:
-# the deepest feature map that still has a (d, h, w) grid. M3T leaves 3-D after its two-conv stem (the
-# rest works on 2-D slices and tokens), so its GradCAM is coarse in meaning but fine in resolution.
-GRADCAM_LAYERS: dict[str, str] = {
-    "resnet3d": "backbone.layer4",
-    "resnet3d-monai": "backbone.net.layer4",
-    "m3t": "backbone.cnn3d",
-    "nnmamba": "backbone.layer3",
-}
+# GradCAM looks at the catalog's `gradcam_layer` of each backbone: the last 3-D block (module name in
+# KneeOAModel), the deepest feature map that still has a (d, h, w) grid. M3T leaves 3-D after its two-conv
+# stem (the rest works on 2-D slices and tokens), so its GradCAM is coarse in meaning but fine in resolution.
+# A backbone without one falls back to the last module with a 5-D output.
 
 OCCLUSION_WINDOW = 0.25  # occluding cube = a quarter of each input side, half-overlapping strides
 
@@ -71,7 +67,8 @@ def gradcam_layer(model: torch.nn.Module, x: torch.Tensor | None = None) -> torc
     """The GradCAM layer: the named block for the model's backbone, else the last module with a 5-D output."""
     modules = dict(model.named_modules())
     backbone = getattr(getattr(model, "spec", None), "backbone", None)
-    name = GRADCAM_LAYERS.get(str(backbone))
+    entry = BACKBONES.get(str(backbone))
+    name = entry.gradcam_layer if entry else None
     if name in modules:
         return modules[name]
     if x is None:

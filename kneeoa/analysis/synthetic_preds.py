@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kneeoa.contracts.catalog import paper_backbones, spellings
+from kneeoa.contracts.vocab import VARIANT_TAGS
 from kneeoa.hierarchy import N_KL, OA_THRESHOLD
 from kneeoa.utils.atomic import atomic_path
 
@@ -31,16 +33,20 @@ def kl_labels(n_subjects: int) -> np.ndarray:
 
 
 def write_synthetic_predictions(out_dir: str | Path, n_subjects: int = 98, seed: int = 0,
-                                backbones: tuple[str, ...] = ("resnet3d", "m3t", "mamba"),
+                                backbones: tuple[str, ...] | None = None,
                                 first_id: int = 405) -> dict[tuple[str, str], Path]:
-    """Write the prediction CSVs of every backbone x variant; returns {(backbone, variant): path}."""
+    """Write the prediction CSVs of every backbone x variant; returns {(backbone, variant): path}.
+
+    Default backbones: the paper's three under the names of its files ('mamba' for nnMamba)."""
+    if backbones is None:
+        backbones = tuple(spellings(name)[0] for name in paper_backbones())
     rng = np.random.default_rng(seed)
     kl = kl_labels(n_subjects)
     oa = (kl >= OA_THRESHOLD).astype(int)
     ids = np.arange(first_id, first_id + n_subjects)
     written: dict[tuple[str, str], Path] = {}
     for backbone in backbones:
-        for variant in ("single_oa", "single_kl", "dual"):
+        for variant in VARIANT_TAGS:
             skill = rng.uniform(0.4, 1.6)
             kl_probs = _kl_probs(kl, skill, rng)
             oa_from_kl = kl_probs[:, OA_THRESHOLD:].sum(axis=1)

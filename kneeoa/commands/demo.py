@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kneeoa.contracts.catalog import study_backbones
+
 DEFAULTS = {"train": 120, "test": 40, "shape": (48, 48, 48), "seed": 0}
 
 
@@ -15,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=int, default=DEFAULTS["test"])
     p.add_argument("--shape", type=int, nargs=3, default=DEFAULTS["shape"], metavar=("D", "H", "W"))
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--backbones", default="resnet3d,m3t,nnmamba")
+    p.add_argument("--backbones", default=",".join(study_backbones()))
     p.add_argument("--epochs", type=int, help="override the quick preset's epochs")
     p.set_defaults(func=run)
 
@@ -24,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from kneeoa.contracts.vocab import VARIANTS
     from kneeoa.data.phantom import generate_cohort
-    from kneeoa.study import VARIANTS, run_study
+    from kneeoa.study import run_study
 
     t0 = time.perf_counter()
     out = Path(args.out)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-METHOD_CHOICES = ["smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion"]
+from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     p.add_argument("--mask", help="cartilage mask on the image grid (OAI-ZIB-CM labels) -> overlap metrics")
     p.add_argument("--saliency-out", help="write the saliency map here (.nii.gz, image grid)")
-    p.add_argument("--saliency-method", default="smoothgrad", choices=METHOD_CHOICES)
+    p.add_argument("--saliency-method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS)
     p.add_argument("--target", default="auto", help="auto, kl, oa or a KL grade 0-4")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--result-json", required=True, help="result file (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --result-json / --saliency-out")
     p.set_defaults(func=run)

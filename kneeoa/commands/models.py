@@ -18,15 +18,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def rows(input_shape: list[int] | None = None, width: int | None = None) -> list[dict]:
     """One row per backbone x variant (Dual twice: chained and parallel), built on the meta device."""
-    from kneeoa.models.registry import BACKBONES, ModelSpec, describe
+    from kneeoa.contracts.catalog import BACKBONES
+    from kneeoa.contracts.vocab import HEADS, VARIANTS
+    from kneeoa.models.registry import ModelSpec, describe
 
     out = []
     for name, entry in BACKBONES.items():
         shape = input_shape
         if shape is not None and entry.cube:
             shape = [shape[0]] * 3
-        for variant, head in (("single-oa", "chained"), ("single-kl", "chained"), ("dual", "chained"),
-                              ("dual", "parallel")):
+        for variant, head in [(v, HEADS[0]) for v in VARIANTS] + [("dual", h) for h in HEADS[1:]]:
             out.append(describe(ModelSpec(name, variant, head, input_shape=shape, width=width)))
     return out
 

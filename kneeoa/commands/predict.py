@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kneeoa.contracts.vocab import DEVICES
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="evaluate a checkpoint on a labelled split (CSV + metrics)",
@@ -15,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split to predict (default: test)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--embeddings", action="store_true", help="also write <name>_embeddings.npz")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--cache-dir", help="folder for preprocessed tensors (reused across models)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-METHOD_CHOICES = ["smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion"]
+from kneeoa.contracts.vocab import CARTILAGE_LABELS, SALIENCY_METHODS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,11 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", help="cartilage mask for --image (labels as OAI-ZIB-CM)")
     p.add_argument("--split", default="test", choices=["train", "test", "unlabelled"], help="cohort split (default test)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", default="smoothgrad", choices=METHOD_CHOICES,
+    p.add_argument("--method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS,
                    help="smoothgrad = the paper's SmoothGrad x input (default)")
     p.add_argument("--target", default="auto",
                    help="auto (argmax KL if the model has a KL head, else OA), kl, oa, or a KL grade 0-4")
-    p.add_argument("--labels", default="2,4,5", help="mask labels of the ROI (default 2,4,5 = all cartilage)")
+    p.add_argument("--labels", default=",".join(map(str, CARTILAGE_LABELS)),
+                   help="mask labels of the ROI (default 2,4,5 = all cartilage)")
     p.add_argument("--limit", type=int, default=None, help="at most N cases")
     p.add_argument("--n-samples", type=int, default=8, help="SmoothGrad noisy copies / IG steps (default 8)")
     p.add_argument("--noise-std", type=float, default=0.05, help="SmoothGrad noise std on the z-scored input")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,8 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     p.add_argument("--out", required=True, help="scores table (.csv)")
     p.add_argument("--saliency", metavar="DIR", help="also write <case_id>_saliency.nii.gz maps here")
-    p.add_argument("--saliency-method", default="smoothgrad",
-                   choices=["smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion"])
+    p.add_argument("--saliency-method", default=SALIENCY_METHODS[0],
+                   choices=SALIENCY_METHODS)
     p.add_argument("--target", default="auto", help="saliency target: auto, kl, oa or a KL grade 0-4")
     p.add_argument("--resume", action="store_true", help="skip cases already in the table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
@@ -24,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="loader processes reading + preprocessing (default: 0 on <= 2 cores, else half the cores up to 4)")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from kneeoa.contracts.catalog import study_backbones
+from kneeoa.contracts.vocab import DEVICES, VARIANTS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="the whole protocol: 3 backbones x 3 variants -> stats, latent, saliency, report",
@@ -11,10 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="cohort root (OAI-ZIB-CM layout, e.g. a phantom cohort)")
     p.add_argument("--out", required=True, help="study folder (re-run the same command to resume)")
     p.add_argument("--preset", default="quick", help="quick | paper | a YAML preset file")
-    p.add_argument("--backbones", default="resnet3d,m3t,nnmamba", help="comma-separated subset")
-    p.add_argument("--variants", default="single-oa,single-kl,dual", help="comma-separated subset")
+    p.add_argument("--backbones", default=",".join(study_backbones()), help="comma-separated subset")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
-    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--saliency-cases", type=int, default=4, help="test cases explained per model")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     p.set_defaults(func=run)

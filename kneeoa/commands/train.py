@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-BACKBONES = ("resnet3d", "m3t", "nnmamba", "resnet3d-monai")
-VARIANTS = ("single-oa", "single-kl", "dual")
+from kneeoa.contracts.catalog import backbone_names
+from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, VARIANTS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "(torchrun --nproc_per_node N -m kneeoa train ...).")
     p.add_argument("--data", help="cohort root (OAI-ZIB-CM layout or a generic folder); not needed with --resume")
     p.add_argument("--labels", help="labels table for a generic folder (case id + KL columns)")
-    p.add_argument("--backbone", choices=BACKBONES, help="network (required for a new run)")
+    p.add_argument("--backbone", choices=backbone_names(), help="network (required for a new run)")
     p.add_argument("--variant", choices=VARIANTS, help="supervision (required for a new run)")
     p.add_argument("--preset", default="quick", help="quick, paper or a YAML file (default: quick)")
     p.add_argument("--out", required=True, help="run directory")
@@ -26,12 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--input-size", type=int, nargs="+", metavar="N", help="D H W, or one N for a cube")
     g.add_argument("--width", type=int, help="base channel width")
-    g.add_argument("--head", choices=("chained", "parallel"), help="dual-head topology")
+    g.add_argument("--head", choices=HEADS, help="dual-head topology")
     g.add_argument("--lambda-oa", type=float, help="weight of the OA loss (dual)")
     g.add_argument("--seed", type=int)
-    g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    g.add_argument("--device", choices=DEVICES)
     g.add_argument("--workers", type=int, help="DataLoader worker processes")
-    g.add_argument("--amp", choices=("none", "bf16", "fp16"), help="mixed precision on CUDA")
+    g.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA")
     g.add_argument("--channels-last", action="store_true", default=None, help="channels_last_3d memory format")
     g.add_argument("--no-cache", dest="cache", action="store_false", default=None,
                    help="decode every volume every epoch")

@@ -26,8 +26,10 @@ VARIANT_TAGS = tuple(variant_tag(v) for v in VARIANTS)
 
 
 def model_name(backbone: str, variant: str) -> str:
-    """'resnet3d', 'single-kl' -> 'resnet3d_single_kl': the name runs, predictions and latent tables use."""
-    return f"{backbone}_{variant_tag(variant)}"
+    """'resnet3d', 'single-kl' -> 'resnet3d_single_kl': the name runs, predictions and latent tables use.
+
+    Hyphens in the backbone become underscores too ('resnet3d-monai' -> 'resnet3d_monai_dual')."""
+    return f"{backbone.replace('-', '_')}_{variant_tag(variant)}"
 
 
 # --- execution ------------------------------------------------------------------------------------------

@@ -6,9 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.vocab import MASK_LABELS
 from kneeoa.errors import ConfigError, JobError
-
-MASK_LABELS = (0, 1, 2, 3, 4, 5)  # OAI-ZIB-CM: bg, femur, femoral cart., tibia, medial/lateral tibial cart.
 
 
 def plain(obj: Any) -> Any:

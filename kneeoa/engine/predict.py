@@ -15,15 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.vocab import model_name
 from kneeoa.errors import ConfigError, InputError
 
 KL_COLUMNS = ["pred_kl", "prob_oa_from_kl", *[f"prob_kl_{g}" for g in range(5)]]
-
-
-def model_name(card_or_spec: dict) -> str:
-    """`<backbone>_<variant>` with underscores, e.g. 'm3t_single_oa'."""
-    spec = card_or_spec.get("spec", card_or_spec)
-    return f"{spec['backbone']}_{spec['variant']}".replace("-", "_")
 
 
 def pred_columns(variant: str) -> list[str]:
@@ -45,7 +40,7 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     model, card = load_model(checkpoint, dev)
-    name = model_name(card)
+    name = model_name(card["spec"]["backbone"], card["spec"]["variant"])
     variant = card["spec"]["variant"]
     paths = {"predictions": out_dir / f"{name}_preds.csv", "metrics_csv": out_dir / f"{name}_metrics.csv",
              "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None}

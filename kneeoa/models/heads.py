@@ -14,13 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kneeoa.contracts.vocab import HEADS, KL_HEADS, VARIANTS
 from kneeoa.errors import ConfigError
 from kneeoa.hierarchy import N_KL, oa_from_kl, oa_prob_from_kl_probs
 from kneeoa.models.output import ModelOutput
-
-VARIANTS = ("single-oa", "single-kl", "dual")
-HEADS = ("chained", "parallel")
-KL_HEADS = ("softmax", "corn")
 
 
 class CornKLHead(nn.Module):

@@ -1,58 +1,22 @@
 """Model registry: a small `ModelSpec` -> `build_model(spec)`.
 
-To add a backbone write one file with a class `Name(width, ..., **options)` that has
-`forward_features(x) -> (B, E)` and `embedding_dim`, then add one line to `BACKBONES`.
+The backbones themselves are listed once, in the torch-free catalog `kneeoa.contracts.catalog`
+(add a backbone there: one file with the class plus one catalog line).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
+from kneeoa.contracts.catalog import BACKBONES, DEFAULT_BACKBONE, Backbone
+from kneeoa.contracts.vocab import HEADS, KL_HEADS, VARIANTS
 from kneeoa.errors import ConfigError
-from kneeoa.models.heads import HEADS, KL_HEADS, VARIANTS
 from kneeoa.models.model import KneeOAModel
 
-PAPER_SHAPE = (160, 256, 256)  # (D, H, W) for ResNet3D and nnMamba in the paper's code
-M3T_SHAPE = (128, 128, 128)  # the paper's code forces 128^3 for M3T
 HEAD_OPTIONS = {"kl_head": "softmax"}  # options consumed by the heads, valid for every backbone
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """One registry entry: where the class lives, its paper width and input shape."""
-
-    target: str  # "module:Class"
-    width: int
-    input_shape: tuple[int, int, int]
-    description: str
-    cube: bool = False  # needs a cube input; the class then takes `cube=N`
-
-    def cls(self) -> type[nn.Module]:
-        module, name = self.target.split(":")
-        return getattr(importlib.import_module(module), name)
-
-    def option_names(self) -> list[str]:
-        """Keyword options the class accepts besides width (and cube)."""
-        params = inspect.signature(self.cls().__init__).parameters
-        return [p for p in params if p not in ("self", "width", "cube")]
-
-
-BACKBONES: dict[str, Backbone] = {
-    "resnet3d": Backbone("kneeoa.models.resnet3d:ResNet3D", 64, PAPER_SHAPE,
-                         "MedicalNet ResNet-18, dilated layer3/4 (the paper's)"),
-    "resnet3d-monai": Backbone("kneeoa.models.resnet3d:MonaiResNet3D", 64, PAPER_SHAPE,
-                               "MONAI resnet18, strided (alternative)"),
-    "m3t": Backbone("kneeoa.models.m3t:M3T", 64, M3T_SHAPE,
-                    "multi-plane multi-slice transformer", cube=True),
-    "nnmamba": Backbone("kneeoa.models.nnmamba:NNMamba", 32, PAPER_SHAPE,
-                        "nnMamba encoder (Mamba layer at stem resolution)"),
-}
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,7 +27,7 @@ def _jsonable(value: Any) -> Any:
 class ModelSpec:
     """What to build. `input_shape` None = the backbone's paper shape; `width` None = the paper width."""
 
-    backbone: str = "resnet3d"
+    backbone: str = DEFAULT_BACKBONE
     variant: str = "dual"
     head: str = "chained"
     input_shape: tuple[int, int, int] | None = None
@@ -126,7 +90,7 @@ def build_model(spec: ModelSpec | dict[str, Any]) -> KneeOAModel:
     """Build the model (random init, train mode) described by `spec`."""
     if isinstance(spec, dict):
         spec = ModelSpec.from_dict(spec)
-    entry = BACKBONES[spec.backbone]
+    entry: Backbone = BACKBONES[spec.backbone]
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.options.items() if k not in HEAD_OPTIONS}
     if entry.cube:
         kwargs["cube"] = spec.input_shape[0]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from kneeoa.analysis.plots import pyplot
+from kneeoa.contracts.vocab import CARTILAGE_LABELS
 
 
 def fig_to_png(fig: Any, dpi: int = 110) -> bytes:
@@ -28,7 +29,7 @@ def sagittal(array_ijk: np.ndarray, index: int) -> np.ndarray:
     return np.flipud(np.asarray(array_ijk)[index].T)
 
 
-def best_sagittal_index(mask_ijk: np.ndarray | None, fallback_shape: tuple[int, ...], labels=(2, 4, 5)) -> int:
+def best_sagittal_index(mask_ijk: np.ndarray | None, fallback_shape: tuple[int, ...], labels=CARTILAGE_LABELS) -> int:
     """The sagittal index holding most cartilage voxels (the middle one without a mask)."""
     if mask_ijk is None:
         return fallback_shape[0] // 2
@@ -36,7 +37,7 @@ def best_sagittal_index(mask_ijk: np.ndarray | None, fallback_shape: tuple[int, 
     return int(counts.argmax()) if counts.any() else fallback_shape[0] // 2
 
 
-def overlay_grid_png(examples: list[dict[str, Any]], threshold: float = 0.2, labels=(2, 4, 5)) -> bytes:
+def overlay_grid_png(examples: list[dict[str, Any]], threshold: float = 0.2, labels=CARTILAGE_LABELS) -> bytes:
     """One row per example: MRI, MRI + saliency (inferno, values < threshold hidden), cartilage outline on both.
 
     Each example: {"title": str, "image": array_ijk, "saliency": array_ijk in [0,1], "mask": array_ijk | None}.

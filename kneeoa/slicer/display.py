@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kneeoa.slicer.nodes import CARTILAGE_LABELS, KNEE_LABELS
+from kneeoa.contracts.vocab import CARTILAGE_LABELS
+from kneeoa.slicer.nodes import KNEE_LABELS
 
 # Perceptual, monotone in lightness and colour-blind safe: a map reads the same in grey print.
 SALIENCY_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileInferno.txt"

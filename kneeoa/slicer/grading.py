@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_NONE, SALIENCY_TARGETS
 from kneeoa.errors import CheckpointError, JobError
 from kneeoa.slicer import jobs
 
 DEMO_CHECKPOINT = "demo_model.safetensors"
-SALIENCY_METHODS = ("smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion", "none")
-TARGETS = ("auto", "kl", "oa")
-DEVICES = ("auto", "cuda", "cpu")
+SALIENCY_CHOICES = (*SALIENCY_METHODS, SALIENCY_NONE)  # the panel also offers "no map"
 OWNED_ATTRIBUTE = "KneeOA.MadeByGrading"  # a node this module created (and may replace)
 
 
@@ -79,13 +78,13 @@ class GradingOptions:
     """What to run: checkpoint, saliency method ('none' = no map), target head, device."""
 
     checkpoint: Path
-    saliency_method: str = "smoothgrad"
+    saliency_method: str = SALIENCY_METHODS[0]
     target: str = "auto"
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("saliency method", self.saliency_method, SALIENCY_METHODS),
-                                     ("target", self.target, TARGETS), ("device", self.device, DEVICES)):
+        for name, value, allowed in (("saliency method", self.saliency_method, SALIENCY_CHOICES),
+                                     ("target", self.target, SALIENCY_TARGETS), ("device", self.device, DEVICES)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
@@ -168,7 +167,7 @@ def prepare(volume_node: Any, options: GradingOptions, work_dir: str | Path, mas
     work_dir.mkdir(parents=True, exist_ok=True)
     files = GradingFiles(work_dir=work_dir, image=work_dir / "image.nii.gz",
                          mask=work_dir / "mask.nii.gz" if mask_node is not None else None,
-                         saliency=work_dir / "saliency.nii.gz" if options.saliency_method != "none" else None,
+                         saliency=work_dir / "saliency.nii.gz" if options.saliency_method != SALIENCY_NONE else None,
                          result_json=work_dir / "result.json")
     nodes.write_volume_node(volume_node, files.image)
     if mask_node is not None:

@@ -18,18 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.vocab import LABELS
 from kneeoa.errors import InputError
 
-# OAI-ZIB-CM label value -> (segment name, colour). Names are what we give imported segments and
+# segment colour of each OAI-ZIB-CM label value (the label names are kneeoa.contracts.vocab.LABELS)
+_COLOURS = {1: (0.90, 0.85, 0.70), 2: (0.20, 0.60, 1.00), 3: (0.85, 0.80, 0.65), 4: (0.10, 0.85, 0.45),
+            5: (1.00, 0.55, 0.10)}
+# label value -> (segment name, colour). Names ('Femoral cartilage') are what we give imported segments and
 # what we look for when exporting a segmentation the user made or renamed.
 KNEE_LABELS: dict[int, tuple[str, tuple[float, float, float]]] = {
-    1: ("Femur", (0.90, 0.85, 0.70)),
-    2: ("Femoral cartilage", (0.20, 0.60, 1.00)),
-    3: ("Tibia", (0.85, 0.80, 0.65)),
-    4: ("Medial tibial cartilage", (0.10, 0.85, 0.45)),
-    5: ("Lateral tibial cartilage", (1.00, 0.55, 0.10)),
-}
-CARTILAGE_LABELS = (2, 4, 5)
+    value: (LABELS[value].replace("_", " ").capitalize(), colour) for value, colour in _COLOURS.items()}
 _ORTHO_ATOL = 1e-4
 
 

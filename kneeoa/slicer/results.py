@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from kneeoa.contracts.vocab import COMPARTMENT_NAMES
 from kneeoa.utils import strict_json
 
 RESULT_ATTRIBUTE = "KneeOA.Result"
@@ -61,10 +62,6 @@ def result_rows(result: dict) -> list[tuple[str, str]]:
     rows += [("KL grade consistent with OA head", result.get("consistent_kl")), ("Heads agree", result.get("heads_agree"))]
     rows += overlap_rows(result.get("overlap") or {})
     return [(name, _fmt(value)) for name, value in rows]
-
-
-COMPARTMENT_NAMES = {"femoral": "femoral cartilage", "medial_tibial": "medial tibial cartilage",
-                     "lateral_tibial": "lateral tibial cartilage"}
 
 
 def overlap_rows(overlap: dict) -> list[tuple[str, Any]]:

@@ -16,15 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kneeoa.commands.train import BACKBONES, VARIANTS  # argparse-only module: the CLI's own choices
+from kneeoa.contracts.catalog import DEFAULT_BACKBONE, backbone_names, study_backbones
+from kneeoa.contracts.vocab import DEVICES, HEADS, PRESETS, VARIANTS
 from kneeoa.errors import ConfigError
 from kneeoa.slicer import jobs
 
-HEADS = ("chained", "parallel")
-PRESETS = ("quick", "paper")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-STUDY_BACKBONES = ("resnet3d", "m3t", "nnmamba")  # kneeoa.study's grid (imported lazily there)
-STUDY_VARIANTS = ("single-oa", "single-kl", "dual")
 METRIC_KEYS = ("train_kl_acc", "train_oa_acc")  # per-epoch accuracy the engine reports, first found is shown
 LOSS_COLUMNS = ("Epoch", "Loss", "Train accuracy")
 
@@ -35,18 +31,13 @@ def given_path(value: Any) -> Path | None:
     return None if text in ("", ".") else Path(text).expanduser()
 
 
-def model_name(backbone: str, variant: str) -> str:
-    """'resnet3d', 'single-kl' -> 'resnet3d_single_kl', the name runs, predictions and latent tables use."""
-    return f"{backbone}_{variant}".replace("-", "_")
-
-
 @dataclass
 class TrainingOptions:
     """One training run. Zero (seed: -1) means "the preset's value" and is left off the command line."""
 
     data: Path
     out: Path
-    backbone: str = "resnet3d"
+    backbone: str = DEFAULT_BACKBONE
     variant: str = "dual"
     head: str = "chained"
     preset: str = "quick"
@@ -63,7 +54,7 @@ class TrainingOptions:
             raise ConfigError("choose the dataset folder (OAI-ZIB-CM layout or a folder with a labels table)")
         if self.out is None:
             raise ConfigError("choose an output run folder")
-        for name, value, allowed in (("backbone", self.backbone, BACKBONES), ("variant", self.variant, VARIANTS),
+        for name, value, allowed in (("backbone", self.backbone, backbone_names()), ("variant", self.variant, VARIANTS),
                                      ("head", self.head, HEADS), ("device", self.device, DEVICES)):
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
@@ -105,9 +96,10 @@ def resume_command(out: str | Path, epochs: int = 0, device: str = "auto", pytho
 
 
 def study_command(data: str | Path, out: str | Path, preset: str = "quick", epochs: int = 0, device: str = "auto",
-                  backbones: Sequence[str] = STUDY_BACKBONES, variants: Sequence[str] = STUDY_VARIANTS,
+                  backbones: Sequence[str] | None = None, variants: Sequence[str] = VARIANTS,
                   python: str | None = None) -> list[str]:
     """argv of `kneeoa study` (the 3x3 grid); running the same command again resumes it."""
+    backbones = study_backbones() if backbones is None else backbones
     args = ["--data", str(data), "--out", str(out), "--preset", str(preset),
             "--backbones", ",".join(backbones), "--variants", ",".join(variants)]
     if epochs > 0:

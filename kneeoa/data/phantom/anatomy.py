@@ -21,9 +21,7 @@ from kneeoa.data.phantom.sdf import Frame, Grid, ellipse_xy, ellipsoid, ramp, ro
 TISSUES = ("femur", "tibia", "patella", "femoral_cartilage", "medial_tibial_cartilage",
            "lateral_tibial_cartilage", "patellar_cartilage", "meniscus", "tendon", "fat_pad", "fluid",
            "muscle", "subcutaneous_fat")
-# OAI-ZIB-CM mask label of each labelled tissue (everything else is background 0).
-LABEL_OF = {"femur": 1, "femoral_cartilage": 2, "tibia": 3, "medial_tibial_cartilage": 4,
-            "lateral_tibial_cartilage": 5}
+# the OAI-ZIB-CM mask label of each labelled tissue: kneeoa.contracts.vocab.LABEL_OF (the rest is background 0)
 _FAR = np.float32(50.0)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from kneeoa.data.phantom.anatomy import LABEL_OF, TISSUES
+from kneeoa.contracts.vocab import LABEL_OF, LABELS
+from kneeoa.data.phantom.anatomy import TISSUES
 from kneeoa.data.phantom.findings import Findings
 from kneeoa.data.phantom.sdf import F32, Grid, ramp
 
@@ -88,7 +89,7 @@ def render_image(grid: Grid, fractions: dict[str, np.ndarray], fields: dict[str,
 
 def label_map(fractions: dict[str, np.ndarray]) -> np.ndarray:
     """uint8 OAI-ZIB-CM mask: the labelled tissue with the largest (cartilage-weighted) fraction, else 0."""
-    names = list(LABEL_OF)
+    names = [name for value, name in LABELS.items() if value]  # the labelled tissues, in label order
     scores = [fractions[n] * (CARTILAGE_WEIGHT if "cartilage" in n else 1.0) for n in names]
     labelled = sum(fractions[n] for n in names)
     background = 1.0 - labelled
