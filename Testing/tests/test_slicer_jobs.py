@@ -138,3 +138,24 @@ def test_outside_slicer_the_job_environment_builds_on_this_process(monkeypatch):
     env = jobs.slicer_job_environment()
     assert env["KNEEOA_TEST_MARK"] == "kept" and env["KNEEOA_PROGRESS"] == "json"
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(jobs.KNEEOA_ROOT)
+
+
+def test_console_wait_keeps_the_slicer_gui_responsive(tmp_path, monkeypatch):
+    """Waiting on a job from Slicer's console processes GUI events in the loop (no frozen window)."""
+    import types
+
+    class AppStandIn:  # stand-in for slicer.app (the Qt application is not in slicer-core)
+        calls = 0
+
+        def processEvents(self):
+            AppStandIn.calls += 1
+
+    monkeypatch.setitem(sys.modules, "slicer", types.SimpleNamespace(app=AppStandIn()))
+    argv = _script(tmp_path, "slow.py", "import time; time.sleep(0.6); print('done')")
+    assert jobs.Job(argv).start().wait(timeout_s=30, interval_s=0.05) == 0
+    assert AppStandIn.calls >= 5
+
+
+def test_without_an_application_waiting_processes_no_events(monkeypatch):
+    monkeypatch.delitem(sys.modules, "slicer", raising=False)
+    assert jobs.process_gui_events() is False

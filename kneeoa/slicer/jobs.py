@@ -190,8 +190,20 @@ def wait_until_done(job: Any, on_event: Callable[[dict[str, Any]], None] | None,
         if deadline is not None and time.monotonic() > deadline:
             job.cancel()
             raise TimeoutError(timeout_message)
+        process_gui_events()
         time.sleep(interval_s)
     return int(job.returncode or 0)
+
+
+def process_gui_events() -> bool:
+    """Let Slicer repaint and handle clicks while a console call waits (as `slicer.util.logProcessOutput` does);
+    True when there was an application to serve. Without one (pytest, PythonSlicer scripts) it does nothing."""
+    slicer = sys.modules.get("slicer")
+    app = getattr(slicer, "app", None) if slicer is not None else None
+    if app is None:
+        return False
+    app.processEvents()
+    return True
 
 
 class Job:

@@ -1,0 +1,68 @@
+"""Both module self-tests on a Slicer without KneeOA's dependencies (the extension build farm, a fresh install):
+they skip with a message naming what is missing instead of failing; with the dependencies they run (the full
+KneeOATraining self-test runs headless in test_slicer_training_module.py).
+
+"Missing" is real: the requirement list names a distribution that is not installed, and the real metadata
+check (kneeoa.slicer.deps) finds it absent. The Qt-based Slicer pieces are the stand-ins of slicer_helpers.
+"""
+
+from __future__ import annotations
+
+import unittest
+from pathlib import Path
+
+import pytest
+from slicer_helpers import fresh_scene, load_scripted_module
+
+from kneeoa.slicer import selftest
+
+ROOT = Path(__file__).resolve().parents[2]
+ABSENT = ("kneeoa-absent-dependency>=1.0",)
+MODULES = [("KneeOAGrading", "test_GradePhantomCase"), ("KneeOATraining", "test_TrainAndExploreLatentSpace")]
+
+
+def test_nothing_is_missing_in_the_test_environment():
+    assert selftest.missing_dependencies() == []
+
+
+def test_a_missing_distribution_is_reported_by_its_requirement():
+    assert selftest.missing_dependencies(ABSENT) == list(ABSENT)
+
+
+@pytest.mark.parametrize(("name", "test_name"), MODULES)
+def test_ctest_records_a_skip_naming_the_missing_package(monkeypatch, name, test_name):
+    module = load_scripted_module(monkeypatch, ROOT / name / f"{name}.py")
+    test_class = getattr(module, f"{name}Test")
+    monkeypatch.setattr(test_class, "requirements", ABSENT)
+    shown = []
+    monkeypatch.setattr(test_class, "delayDisplay", lambda self, message, msec=0: shown.append(message))
+    fresh_scene()
+    result = unittest.TestResult()
+    test_class(test_name).run(result)
+    assert result.wasSuccessful() and len(result.skipped) == 1
+    assert "kneeoa-absent-dependency" in result.skipped[0][1] and "skipped" in shown[0]
+
+
+@pytest.mark.parametrize(("name", "test_name"), MODULES)
+def test_reload_and_test_ends_with_the_message_not_an_error(monkeypatch, name, test_name):
+    module = load_scripted_module(monkeypatch, ROOT / name / f"{name}.py")
+    test_class = getattr(module, f"{name}Test")
+    monkeypatch.setattr(test_class, "requirements", ABSENT)
+    shown = []
+    monkeypatch.setattr(test_class, "delayDisplay", lambda self, message, msec=0: shown.append(message))
+    ran = []
+    monkeypatch.setattr(test_class, test_name, lambda self: ran.append(True))
+    fresh_scene()
+    test_class("runTest").runTest()  # what Reload and Test calls: must not raise
+    assert ran == [] and any("kneeoa-absent-dependency" in m for m in shown)
+
+
+@pytest.mark.parametrize(("name", "test_name"), MODULES)
+def test_with_the_dependencies_the_self_test_body_runs(monkeypatch, name, test_name):
+    module = load_scripted_module(monkeypatch, ROOT / name / f"{name}.py")
+    test_class = getattr(module, f"{name}Test")
+    ran = []
+    monkeypatch.setattr(test_class, test_name, lambda self: ran.append(True))
+    fresh_scene()
+    test_class("runTest").runTest()
+    assert ran == [True]
