@@ -61,10 +61,32 @@ def test_pip_step_pins_the_installed_torch_with_a_constraints_file(tmp_path):
     report = deps.DependencyReport(torch_version="2.13.0+cu126", torch_ok=True, missing=["monai>=1.3"])
     plan = deps.install_plan(report)
     constraints = tmp_path / "c.txt"
-    constraints.write_text(deps.constraints_text(report.torch_version))
+    constraints.write_text(deps.constraints_text({"torch": report.torch_version}))
     assert plan.torch_step is None
     assert plan.pip_args(constraints) == ["monai>=1.3", "--constraint", str(constraints)]
     assert constraints.read_text() == "torch==2.13.0+cu126\n"
+
+
+def test_constraints_keep_every_package_slicer_ships_at_its_installed_version():
+    from importlib import metadata
+
+    text = deps.constraints_text()
+    for name in ("torch", "numpy", "scipy", "SimpleITK"):
+        assert f"{name}=={metadata.version(name)}\n" in text
+    assert all(line.split("==")[0] in deps.SLICER_SHIPPED for line in text.splitlines())
+
+
+def test_a_wheelhouse_folder_installs_without_an_index(tmp_path):
+    plan = deps.install_plan(deps.DependencyReport(torch_version="2.13.0", torch_ok=True, missing=["monai>=1.3"]))
+    assert plan.pip_args(tmp_path / "c.txt", tmp_path / "wheels")[-3:] == ["--no-index", "--find-links",
+                                                                          str(tmp_path / "wheels")]
+
+
+def test_choosing_a_folder_passes_it_to_the_installer(tmp_path):
+    calls = []
+    ok = deps.ensure(lambda message: tmp_path, lambda plan, **kw: calls.append(kw),
+                     requirements=["surely-not-a-kneeoa-dependency>=1.0"])
+    assert ok is False and calls == [{"find_links": tmp_path}]  # still missing: the fake folder held nothing
 
 
 def test_old_torch_is_upgraded_through_the_extension():

@@ -33,6 +33,7 @@ REQUIREMENTS = (
     "matplotlib>=3.7",
     "pyyaml>=6",
     "tqdm>=4.60",
+    "isal>=1.6",
 )
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*(?:(>=|==)\s*([0-9][0-9A-Za-z.\-+]*))?\s*$")
 
@@ -105,11 +106,14 @@ class InstallPlan:
     pip_requirements: list[str]
     message: str
 
-    def pip_args(self, constraints_file: str | Path | None = None) -> list[str]:
-        """Arguments for `pip install` (Slicer's `slicer.util.pip_install` accepts this list)."""
+    def pip_args(self, constraints_file: str | Path | None = None, find_links: str | Path | None = None) -> list[str]:
+        """Arguments for `pip install` (Slicer's `slicer.util.pip_install` accepts this list); `find_links` = a
+        wheelhouse folder: install from it alone, without an index (offline / air-gapped sites)."""
         args = list(self.pip_requirements)
         if constraints_file is not None:
             args += ["--constraint", str(constraints_file)]
+        if find_links is not None:
+            args += ["--no-index", "--find-links", str(find_links)]
         return args
 
 
@@ -129,9 +133,22 @@ def install_plan(report: DependencyReport) -> InstallPlan:
     return InstallPlan(torch_step=torch_step, pip_requirements=list(report.missing), message=message)
 
 
-def constraints_text(torch_version: str) -> str:
-    """A pip constraints file that keeps the installed torch ('torch==2.13.0+cu126')."""
-    return f"torch=={torch_version}\n"
+# Distributions Slicer ships (or that the PyTorch extension installed): pip must keep the installed version of
+# each, or installing monai/captum/scikit-learn could replace Slicer's own numpy, scipy or SimpleITK.
+SLICER_SHIPPED = ("torch", "numpy", "scipy", "SimpleITK", "vtk", "pydicom", "requests", "pillow")
+
+
+def installed_pins(names: tuple[str, ...] | list[str] = SLICER_SHIPPED) -> dict[str, str]:
+    """name -> installed version, for each of `names` that is installed (read from metadata)."""
+    found = {name: installed_version(name) for name in names}
+    return {name: version for name, version in found.items() if version is not None}
+
+
+def constraints_text(pins: dict[str, str] | None = None) -> str:
+    """A pip constraints file keeping what is installed ('torch==2.13.0+cu126', 'numpy==1.26.4', ...);
+    None = every installed distribution of SLICER_SHIPPED."""
+    pins = installed_pins() if pins is None else pins
+    return "".join(f"{name}=={version}\n" for name, version in pins.items())
 
 
 def nvidia_gpu_present() -> bool:
@@ -156,12 +173,16 @@ def device_note(device: str, cuda_available: bool | None = None) -> str | None:
     return "No CUDA GPU found: running on the CPU (slower than a GPU, mostly for the saliency map)."
 
 
-def install(plan: InstallPlan, ask_confirmation: bool = False) -> None:
-    """Carry out a plan inside Slicer: torch through PyTorchUtils, then pip with the installed torch pinned."""
+def install(plan: InstallPlan, ask_confirmation: bool = False, find_links: str | Path | None = None) -> None:
+    """Carry out a plan inside Slicer: torch through PyTorchUtils, then pip with Slicer's packages pinned;
+    `find_links` = a wheelhouse folder (`kneeoa wheelhouse`) for a site without internet."""
     import tempfile
 
     import slicer
 
+    if plan.torch_step and find_links is not None:
+        raise RuntimeError("PyTorch is missing: it cannot come from a wheelhouse folder. Install the PyTorch "
+                           "extension and PyTorch first (see the README's offline install section).")
     if plan.torch_step:
         try:
             import PyTorchUtils
@@ -177,20 +198,25 @@ def install(plan: InstallPlan, ask_confirmation: bool = False) -> None:
         if not report.torch_ok:
             raise RuntimeError("PyTorch is still missing or too old; restart Slicer after installing it.")
         constraints = Path(tempfile.mkdtemp(prefix="kneeoa-deps-")) / "constraints.txt"
-        constraints.write_text(constraints_text(report.torch_version or ""))
-        slicer.util.pip_install(install_plan(report).pip_args(constraints))
+        constraints.write_text(constraints_text())
+        slicer.util.pip_install(install_plan(report).pip_args(constraints, find_links))
 
 
-def ensure(confirm: Callable[[str], bool], install_plan_with: Callable[[InstallPlan], None] = install,
+def ensure(confirm: Callable[[str], bool | str | Path], install_plan_with: Callable[..., None] = install,
            requirements: tuple[str, ...] | list[str] = REQUIREMENTS,
            torch_requirement: str = TORCH_REQUIREMENT) -> bool:
     """True when every dependency is there, after asking `confirm(plan message)` to install what is missing
-    and installing it with `install_plan_with(plan)` (errors propagate to the caller, which shows them)."""
+    and installing it with `install_plan_with(plan)` (errors propagate to the caller, which shows them).
+    `confirm` may answer a folder instead of True: then `install_plan_with(plan, find_links=folder)`."""
     report = check(requirements, torch_requirement)
     if report.ok:
         return True
     plan = install_plan(report)
-    if not confirm(plan.message):
+    answer = confirm(plan.message)
+    if not answer:
         return False
-    install_plan_with(plan)
+    if isinstance(answer, (str, Path)):  # the user chose "install from a folder" (a wheelhouse)
+        install_plan_with(plan, find_links=answer)
+    else:
+        install_plan_with(plan)
     return check(requirements, torch_requirement).ok
