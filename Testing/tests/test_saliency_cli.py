@@ -97,6 +97,7 @@ def test_a_mask_on_another_grid_fails_that_case_and_names_the_mask(tmp_path, che
     (["--method", "occlusion", "--n-samples", "0"], "n_samples"),
     (["--target", "knee"], "target"),
     (["--limit", "0"], "limit"),
+    (["--topk", "0,5"], "topk"),
 ])
 def test_bad_options_are_one_clear_error(tmp_path, checkpoint, knee, capsys, extra, message):
     code = main(["saliency", "--checkpoint", str(checkpoint), "--image", str(knee[0]), "--out", str(tmp_path / "o"),
@@ -113,3 +114,23 @@ def test_a_missing_image_or_checkpoint_is_an_error_naming_it(tmp_path, checkpoin
     assert main(["saliency", "--checkpoint", str(tmp_path / "none.safetensors"), "--image", str(knee[0]),
                  "--out", str(tmp_path / "o")]) == 1
     assert "none.safetensors" in capsys.readouterr().err
+
+
+def test_both_writes_the_kl_and_the_oa_map_of_a_dual_model_with_chosen_topk(tmp_path, checkpoint, knee):
+    image, mask = knee
+    out = tmp_path / "out"
+    assert main(["saliency", "--checkpoint", str(checkpoint), "--image", str(image), "--mask", str(mask),
+                 "--out", str(out), "--target", "both", "--topk", "2,20"]) == 0
+    kl, oa = (read_volume(out / f"knee_saliency_{h}.nii.gz").array for h in ("kl", "oa"))
+    assert kl.shape == oa.shape == IMAGE_SHAPE
+    assert not np.allclose(kl, oa)  # two different logits explained
+    rows = read_table(out / "saliency_overlap.csv")
+    assert [r["target"].split(":")[0] for r in rows[:2]] == ["kl", "oa"]
+    assert {"top2_roi", "dice20"} <= set(rows[0]) and "dice5" not in rows[0]
+
+
+def test_both_needs_a_dual_model(tmp_path, knee, capsys):
+    single = save_checkpoint(tmp_path / "kl.safetensors", tiny_model(variant="single-kl"))
+    assert main(["saliency", "--checkpoint", str(single), "--image", str(knee[0]), "--out", str(tmp_path / "o"),
+                 "--target", "both"]) == 1
+    assert "needs a Dual model" in capsys.readouterr().err

@@ -53,16 +53,27 @@ def parse_labels(text: str | Any) -> tuple[int, ...]:
 def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Path, method: str = "smoothgrad",
                        target: str | int = "auto", labels: tuple[int, ...] = CARTILAGE_LABELS,
                        input_shape: tuple[int, int, int] | None = None, n_samples: int = 8,
-                       noise_std: float = 0.05, batch_size: int | None = None) -> dict[str, Any]:
+                       noise_std: float = 0.05, batch_size: int | None = None,
+                       ks: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Write `<case_id>_saliency.nii.gz` per case and, if any case has a mask, the overlap CSV.
 
+    `target='both'` (Dual models, as the paper's export script) writes `<case_id>_saliency_kl.nii.gz` and
+    `<case_id>_saliency_oa.nii.gz` and one overlap row per map; `maps` is then keyed `<case_id>_kl` / `_oa`.
+    `ks`: the top-k fractions of the overlap table (default 1 %, 5 %, 10 %).
     Returns {"maps": {case_id: path}, "overlap_csv": path | None, "rows": [...], "failures": {case_id: message}}.
     """
+    from kneeoa.analysis.overlap import DEFAULT_KS
     from kneeoa.analysis.saliency import check_options, explain
+    from kneeoa.contracts.vocab import SALIENCY_BOTH
     from kneeoa.data.volume import read_volume, write_nifti
     from kneeoa.progress import Progress
 
-    check_options(method, target, n_samples, noise_std, batch_size)
+    both = target == SALIENCY_BOTH
+    check_options(method, "kl" if both else target, n_samples, noise_std, batch_size)
+    if both and getattr(getattr(model, "spec", None), "variant", None) != "dual":
+        raise ConfigError("target 'both' needs a Dual model (a KL and an OA head)")
+    targets = ("kl", "oa") if both else (target,)
+    ks = tuple(ks or DEFAULT_KS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     maps: dict[str, Path] = {}
@@ -73,15 +84,17 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
             try:
                 image = read_volume(case.image)
                 mask = _read_mask(case.mask, image) if case.mask is not None else None
-                result = explain(model, image, method, target, input_shape, n_samples, noise_std, batch_size)
-                path = write_nifti(out_dir / f"{case.case_id}_saliency.nii.gz", result.volume.array,
-                                   result.volume.affine)
-                maps[case.case_id] = Path(path)
                 metrics: dict[str, Any] = {}
-                if mask is not None:
-                    row = overlap_row(case, result.volume.array, mask, labels, f"{result.head}:{result.index}")
-                    rows.append(row)
-                    metrics = {k: v for k, v in row.items() if k.startswith("mass")}
+                for one in targets:
+                    result = explain(model, image, method, one, input_shape, n_samples, noise_std, batch_size)
+                    key = f"{case.case_id}_{result.head}" if both else case.case_id
+                    path = write_nifti(out_dir / map_name(case.case_id, result.head if both else None),
+                                       result.volume.array, result.volume.affine)
+                    maps[key] = Path(path)
+                    if mask is not None:
+                        row = overlap_row(case, result.volume.array, mask, labels, f"{result.head}:{result.index}", ks)
+                        rows.append(row)
+                        metrics = {k: v for k, v in row.items() if k.startswith("mass")}
                 progress.update(1, case=case.case_id, **metrics)
             except KneeOAError as err:
                 failures[case.case_id] = str(err)
@@ -91,12 +104,28 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
     return {"maps": maps, "overlap_csv": overlap_csv, "rows": rows, "failures": failures}
 
 
-def overlap_row(case: SaliencyCase, saliency_ijk: np.ndarray, mask_ijk: np.ndarray, labels: tuple[int, ...],
-                target: str) -> dict[str, Any]:
-    """One CSV row: case, KL, explained logit and the flattened `saliency_overlap` metrics."""
-    from kneeoa.analysis.overlap import saliency_overlap
+def map_name(case_id: str, head: str | None = None) -> str:
+    """`<case_id>_saliency.nii.gz`, or `<case_id>_saliency_<head>.nii.gz` in the 'both' mode."""
+    return f"{case_id}_saliency.nii.gz" if head is None else f"{case_id}_saliency_{head}.nii.gz"
 
-    metrics = saliency_overlap(saliency_ijk, mask_ijk, labels=labels)
+
+def parse_topk(text: str | Any) -> tuple[float, ...]:
+    """'1,5,10' (percent of all voxels) -> (0.01, 0.05, 0.1); ConfigError on anything else."""
+    try:
+        values = tuple(float(p) for p in str(text).replace(" ", "").split(",") if p)
+    except ValueError:
+        raise ConfigError(f"--topk must be comma-separated percentages, got {text!r}") from None
+    if not values or any(not 0 < v <= 100 for v in values):
+        raise ConfigError(f"--topk percentages must be in (0, 100], got {text!r}")
+    return tuple(v / 100.0 for v in values)
+
+
+def overlap_row(case: SaliencyCase, saliency_ijk: np.ndarray, mask_ijk: np.ndarray, labels: tuple[int, ...],
+                target: str, ks: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """One CSV row: case, KL, explained logit and the flattened `saliency_overlap` metrics."""
+    from kneeoa.analysis.overlap import DEFAULT_KS, saliency_overlap
+
+    metrics = saliency_overlap(saliency_ijk, mask_ijk, labels=labels, ks=tuple(ks or DEFAULT_KS))
     row: dict[str, Any] = {"case_id": case.case_id, "kl": "" if case.kl is None else int(case.kl), "target": target}
     row.update(_flatten(metrics))
     return row

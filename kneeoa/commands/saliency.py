@@ -22,9 +22,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "test", "unlabelled"], help="cohort split (default test)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS,
-                   help="smoothgrad = the paper's SmoothGrad x input (default)")
+                   help="smoothgrad = the paper's SmoothGrad of grad x noisy input (default); grad = its plain-gradient "
+                        "SmoothGrad; smoothgrad_clean_input = mean gradient x clean input (KneeOA 0.1)")
     p.add_argument("--target", default="auto",
-                   help="auto (argmax KL if the model has a KL head, else OA), kl, oa, or a KL grade 0-4")
+                   help="auto (argmax KL if the model has a KL head, else OA), kl, oa, a KL grade 0-4, or both "
+                        "(Dual models: <case>_saliency_kl and _oa maps in one run, as the paper's export)")
+    p.add_argument("--topk", default="1,5,10",
+                   help="top-k fractions of the overlap table, percent of all voxels (default 1,5,10)")
     p.add_argument("--labels", default=",".join(map(str, CARTILAGE_LABELS)),
                    help="mask labels of the ROI (default 2,4,5 = all cartilage)")
     p.add_argument("--limit", type=int, default=None, help="at most N cases")
@@ -40,13 +44,20 @@ def run(args: argparse.Namespace) -> int:
     """Compute and write the maps; returns 1 when some case failed (the others are still written)."""
     from pathlib import Path
 
-    from kneeoa.analysis.saliency_job import SaliencyCase, case_id_from_path, parse_labels, run_saliency_cases
+    from kneeoa.analysis.saliency_job import (
+        SaliencyCase,
+        case_id_from_path,
+        parse_labels,
+        parse_topk,
+        run_saliency_cases,
+    )
     from kneeoa.engine.devices import resolve_device
     from kneeoa.errors import ConfigError, InputError
     from kneeoa.models.checkpoint import load_checkpoint
     from kneeoa.progress import emit, mode
 
     labels = parse_labels(args.labels)
+    ks = parse_topk(args.topk)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     if args.mask and not args.image:
@@ -74,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
         if not cases:
             raise InputError(f"no cases in split {args.split!r}", args.data)
     cases = cases[: args.limit] if args.limit else cases
-    _check_outputs(Path(args.out), cases, args.overwrite)
+    _check_outputs(Path(args.out), cases, args.overwrite, both=args.target == "both")
     target = int(args.target) if args.target.strip().isdigit() else args.target
     model, card = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
     input_shape = (card.get("preprocessing") or {}).get("input_shape")
     result = run_saliency_cases(
         model, cases, args.out, method=args.method, target=target, labels=labels,
         input_shape=tuple(input_shape) if input_shape else None, n_samples=args.n_samples,
-        noise_std=args.noise_std, batch_size=args.batch_size)
+        noise_std=args.noise_std, batch_size=args.batch_size, ks=ks)
     emit("result", maps={k: str(v) for k, v in result["maps"].items()},
          overlap_csv=None if result["overlap_csv"] is None else str(result["overlap_csv"]),
          failures=result["failures"])
@@ -96,15 +107,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_outputs(out: str, cases: list, overwrite: bool) -> None:
+def _check_outputs(out: str, cases: list, overwrite: bool, both: bool = False) -> None:
     """Outputs never replace an input; existing maps or overlap table only with --overwrite."""
     from pathlib import Path
 
-    from kneeoa.analysis.saliency_job import OVERLAP_CSV
+    from kneeoa.analysis.saliency_job import OVERLAP_CSV, map_name
     from kneeoa.errors import ConfigError
 
     folder = Path(out)
-    outputs = [folder / f"{c.case_id}_saliency.nii.gz" for c in cases] + [folder / OVERLAP_CSV]
+    heads = ("kl", "oa") if both else (None,)
+    outputs = [folder / map_name(c.case_id, h) for c in cases for h in heads] + [folder / OVERLAP_CSV]
     inputs = {Path(p).resolve() for c in cases for p in (c.image, c.mask) if p is not None}
     clash = [p for p in outputs if p.resolve() in inputs]
     if clash:

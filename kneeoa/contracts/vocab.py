@@ -38,9 +38,13 @@ AMP_MODES = ("none", "bf16", "fp16")
 PRESETS = ("quick", "paper")  # the bundled presets (a .yaml path is accepted too)
 
 # --- saliency (SPEC 6) ----------------------------------------------------------------------------------
-SALIENCY_METHODS = ("smoothgrad", "integrated_gradients", "saliency", "gradcam", "occlusion")
+# smoothgrad = the paper's SmoothGrad of grad x (noisy) input; grad = SmoothGrad of the plain gradient (the
+# paper's "grad" mode); smoothgrad_clean_input = averaged gradient x clean input (KneeOA 0.1)
+SALIENCY_METHODS = ("smoothgrad", "grad", "smoothgrad_clean_input", "integrated_gradients", "saliency", "gradcam",
+                    "occlusion")
 SALIENCY_NONE = "none"  # "no saliency map" where a front end offers the choice
 SALIENCY_TARGETS = ("auto", "kl", "oa")  # auto = the KL head when the model has one, else OA
+SALIENCY_BOTH = "both"  # saliency jobs on a Dual model: the KL-target and the OA-target map in one run
 
 # --- OAI-ZIB-CM mask labels (SPEC 3) --------------------------------------------------------------------
 LABELS = {0: "background", 1: "femur", 2: "femoral_cartilage", 3: "tibia", 4: "medial_tibial_cartilage",
