@@ -20,14 +20,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
-from kneeoa.contracts.vocab import SALIENCY_METHODS, SALIENCY_TARGETS
+from kneeoa.contracts.vocab import SALIENCY_METHODS, SALIENCY_TARGETS, SMOOTHGRAD_PRODUCTS
 from kneeoa.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from kneeoa.data.volume import Volume
-
-# SmoothGrad-family method -> what each noisy sample's gradient is multiplied by before averaging
-SMOOTHGRAD_PRODUCTS = {"smoothgrad": "noisy", "grad": "none", "smoothgrad_clean_input": "clean"}
 
 
 class SaliencyMap(NamedTuple):

@@ -42,6 +42,8 @@ PRESETS = ("quick", "paper")  # the bundled presets (a .yaml path is accepted to
 # paper's "grad" mode); smoothgrad_clean_input = averaged gradient x clean input (KneeOA 0.1)
 SALIENCY_METHODS = ("smoothgrad", "grad", "smoothgrad_clean_input", "integrated_gradients", "saliency", "gradcam",
                     "occlusion")
+# SmoothGrad-family method -> what each noisy copy's gradient is multiplied by before averaging
+SMOOTHGRAD_PRODUCTS = {"smoothgrad": "noisy", "grad": "none", "smoothgrad_clean_input": "clean"}
 SALIENCY_NONE = "none"  # "no saliency map" where a front end offers the choice
 SALIENCY_TARGETS = ("auto", "kl", "oa")  # auto = the KL head when the model has one, else OA
 SALIENCY_BOTH = "both"  # saliency jobs on a Dual model: the KL-target and the OA-target map in one run
