@@ -174,7 +174,7 @@ def model_to_image_grid(saliency_dhw: torch.Tensor, volume: Volume) -> np.ndarra
     """A model-space (D,H,W) map -> the image's own (i,j,k) grid: undo resize, permutation and RAS reorientation."""
     from kneeoa.data.preprocess import model_map_to_volume
 
-    out = model_map_to_volume(saliency_dhw.detach().float().cpu().numpy(), volume)
+    out = model_map_to_volume(saliency_dhw.detach(), volume)  # resampled on the model's device
     # trilinear weights are convex, so [0, 1] holds up to rounding; clip that rounding away
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 

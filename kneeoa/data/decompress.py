@@ -69,7 +69,7 @@ def decompress_gzip_bytes(data: bytes, max_bytes: int, path: str | Path | None =
     parts: list[bytes] = []
     total = 0
     while True:
-        dec = zlib_mod.decompressobj(_GZIP_WBITS)
+        dec = _member_decompressor(name, zlib_mod)
         try:
             # one bounded call: the output buffer grows as it fills, never past the budget + 1 byte
             out = dec.decompress(view, max_bytes - total + 1)
@@ -89,6 +89,19 @@ def decompress_gzip_bytes(data: bytes, max_bytes: int, path: str | Path | None =
             raise InputError("trailing garbage after the gzip data", path)
         view = memoryview(rest)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _member_decompressor(name: str, zlib_mod: ModuleType):
+    """A one-member gzip decompressor with `decompress(data, max_length)`, `eof`, `unused_data`.
+
+    For ISA-L its bz2-style IgzipDecompressor: as fast bounded as unbounded (measured: its zlib-style
+    `decompressobj` with `max_length` costs ~15 % more on a 47 MB volume).
+    """
+    if name == "isal":
+        from isal import igzip_lib
+
+        return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+    return zlib_mod.decompressobj(_GZIP_WBITS)
 
 
 def _mb(n: int) -> str:

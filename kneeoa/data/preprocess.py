@@ -3,6 +3,7 @@
 `preprocess_volume`: orientation to RAS (axis flips/permutation only, MONAI `Orientation`), optional
 resampling to `spacing_mm` (`Spacing`), z-score with a std floor of 1e-6 (as the paper), permutation
 (i, j, k) -> model space (D, H, W) = (k, i, j), trilinear resize (align_corners=False) to `input_shape`.
+Without a spacing it runs the same steps reordered for speed on the model's device (`kneeoa.data.resample`).
 """
 
 from __future__ import annotations
@@ -62,9 +63,25 @@ def _oriented(volume: Volume, spacing_mm: Sequence[float] | None):
     return img
 
 
-def preprocess_volume(volume: Volume, input_shape: Sequence[int],
-                      spacing_mm: Sequence[float] | None = None) -> torch.Tensor:
-    """A Volume -> float32 tensor (1, D, H, W) in model space, z-scored, resized to `input_shape`."""
+def preprocess_volume(volume: Volume, input_shape: Sequence[int], spacing_mm: Sequence[float] | None = None,
+                      device: Any = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A Volume -> tensor (1, D, H, W) on `device` in model space, z-scored, resized to `input_shape`.
+
+    Without `spacing_mm` this is the fast path (`kneeoa.data.resample`: resize before z-score, on the
+    device); with it, MONAI's Spacing resamples first (`preprocess_volume_monai`). Both agree within float
+    rounding (tested).
+    """
+    shape = check_input_shape(input_shape)
+    if spacing_mm is None:
+        from kneeoa.data.resample import preprocess_array
+
+        return preprocess_array(volume.array, volume.affine, shape, device, dtype)
+    return preprocess_volume_monai(volume, shape, spacing_mm).to(device=device, dtype=dtype)
+
+
+def preprocess_volume_monai(volume: Volume, input_shape: Sequence[int],
+                            spacing_mm: Sequence[float] | None = None) -> torch.Tensor:
+    """The MONAI path (Orientation, optional Spacing, z-score in full, permute, Resize) on the CPU, float32."""
     from monai.transforms import Resize
 
     shape = check_input_shape(input_shape)
@@ -86,19 +103,13 @@ def model_map_to_volume(map_dhw: Any, volume: Volume) -> np.ndarray:
     """A model-space map (D, H, W) back onto `volume`'s original (i, j, k) grid: undo resize, permute, RAS.
 
     Trilinear; valid whether or not `preprocess_volume` resampled to a spacing (the extent is the same).
+    A tensor is resampled on its own device (`kneeoa.data.resample.map_to_original_grid`).
     """
-    import nibabel.orientations as nio
-    import torch.nn.functional as F
+    from kneeoa.data.resample import map_to_original_grid
 
-    to_ras = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt("RAS"))
-    ras_i, ras_j, ras_k = nio.apply_orientation(np.empty(volume.array.shape, np.uint8), to_ras).shape
-    m = torch.as_tensor(np.asarray(map_dhw, dtype=np.float32))[None, None]
-    if tuple(m.shape[2:]) != (ras_k, ras_i, ras_j):
-        m = F.interpolate(m, size=(ras_k, ras_i, ras_j), mode="trilinear", align_corners=False)
-    ras_map = from_model_space(m[0, 0].numpy())
-    back = nio.apply_orientation(ras_map, nio.ornt_transform(nio.axcodes2ornt("RAS"),
-                                                             nio.io_orientation(volume.affine)))
-    return np.ascontiguousarray(back, dtype=np.float32)
+    m = map_dhw if isinstance(map_dhw, torch.Tensor) else torch.as_tensor(np.asarray(map_dhw, dtype=np.float32))
+    out = map_to_original_grid(m.detach(), volume.affine, volume.array.shape)
+    return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
 
 
 def n4_zscore(in_path: str | Path, out_path: str | Path, shrink: int = 4, iterations: Sequence[int] = (50, 50, 30),

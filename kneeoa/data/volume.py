@@ -61,11 +61,12 @@ def volume_stem(path: str | Path) -> str:
 
 
 def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None = None,
-                allow_constant: bool = False) -> Volume:
+                allow_constant: bool = False, stored_dtype: bool = False) -> Volume:
     """Read a NIfTI/NRRD/MHA/MHD file or a DICOM series folder: float32 image or integer label map.
 
     A constant image is refused (no MRI is flat) unless `allow_constant`, which derived maps need: an
-    all-zero saliency map is a valid answer ("nothing stands out").
+    all-zero saliency map is a valid answer ("nothing stands out"). `stored_dtype` keeps an image's voxels
+    in the file's numeric type (int16 for most MRI: half the bytes to move) for a device that casts them.
     """
     path = Path(path)
     if not path.exists():
@@ -84,7 +85,8 @@ def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None
             raise InputError(
                 f"unsupported file type {''.join(path.suffixes) or '(no suffix)'}; expected one of "
                 f"{', '.join(VOLUME_SUFFIXES)} or a DICOM series folder", path)
-    return Volume(_checked_array(array, path, is_label, allow_constant), _checked_affine(affine, path), path)
+    return Volume(_checked_array(array, path, is_label, allow_constant, stored_dtype), _checked_affine(affine, path),
+                  path)
 
 
 def _read_nifti(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +201,8 @@ def _short(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"[:300]
 
 
-def _checked_array(array: np.ndarray, path: Path, is_label: bool, allow_constant: bool = False) -> np.ndarray:
+def _checked_array(array: np.ndarray, path: Path, is_label: bool, allow_constant: bool = False,
+                   stored_dtype: bool = False) -> np.ndarray:
     """Squeeze trailing singleton dims, reject non-3D/empty/NaN/constant data, set the dtype."""
     if array.dtype.fields is not None or array.dtype.kind not in "biuf":
         raise InputError(f"unsupported voxel type {array.dtype} (expected a scalar image)", path)
@@ -217,8 +220,11 @@ def _checked_array(array: np.ndarray, path: Path, is_label: bool, allow_constant
             raise InputError(f"label map holds {int((~np.isfinite(array)).sum())} NaN/Inf voxels", path)
         return _as_label_array(array, path)
     source = array.dtype
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one clear line
-        array = np.asarray(array, dtype=np.float32)
+    # `stored_dtype`: integers (which cannot overflow float32) and float32 stay as stored; the device casts
+    keep = stored_dtype and ((source.kind in "iu" and source.itemsize <= 8) or source == np.float32)
+    if not keep:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one clear line
+            array = np.asarray(array, dtype=np.float32)
     # checked AFTER the float32 cast (and nibabel's scl_slope scaling, which makes the dtype float): a float64
     # 1e300 or an int16 image scaled by 1e38 is finite on disk but inf here. Integer voxels cannot overflow
     # float32 (int64 max ~9.2e18), so only float data pays for the check, once, as before.
