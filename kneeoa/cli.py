@@ -26,6 +26,9 @@ COMMANDS = [
     "stats",
     "latent",
     "saliency",
+    "train_seg",
+    "segment",
+    "evaluate_seg",
     "study",
     "demo",
 ]
