@@ -14,16 +14,11 @@ SEG_CARD_KIND = "segmenter"  # card["kind"] of a segmentation checkpoint (gradin
 FOREGROUND_LABELS = tuple(v for v in LABELS if v != 0)  # the five segments
 BONE_OF = {2: 1, 4: 3, 5: 3}  # cartilage label -> the bone it sits on (thickness is measured from that interface)
 
-# --- display: one colour per label (RGB 0-1), bones pale, cartilage saturated and told apart --------------
-SEGMENT_COLORS = {
-    1: (0.89, 0.85, 0.72),  # femur: bone
-    2: (0.20, 0.60, 1.00),  # femoral cartilage: blue
-    3: (0.80, 0.75, 0.62),  # tibia: darker bone
-    4: (1.00, 0.35, 0.20),  # medial tibial cartilage: orange-red
-    5: (0.30, 0.85, 0.35),  # lateral tibial cartilage: green
-}
-SEGMENT_TITLES = {1: "Femur", 2: "Femoral cartilage", 3: "Tibia", 4: "Medial tibial cartilage",
-                  5: "Lateral tibial cartilage"}
+# --- display: segment name and colour (RGB 0-1) of each label; bones pale, cartilage plates told apart -----
+SEGMENT_COLORS = {1: (0.90, 0.85, 0.70), 2: (0.20, 0.60, 1.00), 3: (0.85, 0.80, 0.65), 4: (0.10, 0.85, 0.45),
+                  5: (1.00, 0.55, 0.10)}
+# 'Femoral cartilage': the names we give segments and look for when a user's segmentation is exported
+SEGMENT_TITLES = {value: LABELS[value].replace("_", " ").capitalize() for value in SEGMENT_COLORS}
 
 # --- standard terminology (DICOM / SNOMED-CT "SCT" codes) ---------------------------------------------------
 # Codes are given only where we could check them against published SNOMED-CT value sets: the two bones.

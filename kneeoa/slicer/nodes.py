@@ -18,16 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from kneeoa.contracts.vocab import LABELS
+from kneeoa.contracts.segmentation import SEGMENT_COLORS, SEGMENT_TITLES
 from kneeoa.errors import InputError
 
-# segment colour of each OAI-ZIB-CM label value (the label names are kneeoa.contracts.vocab.LABELS)
-_COLOURS = {1: (0.90, 0.85, 0.70), 2: (0.20, 0.60, 1.00), 3: (0.85, 0.80, 0.65), 4: (0.10, 0.85, 0.45),
-            5: (1.00, 0.55, 0.10)}
-# label value -> (segment name, colour). Names ('Femoral cartilage') are what we give imported segments and
-# what we look for when exporting a segmentation the user made or renamed.
+# label value -> (segment name, colour), both from kneeoa.contracts.segmentation. Names ('Femoral cartilage')
+# are what we give imported segments and what we look for when exporting a segmentation the user made.
 KNEE_LABELS: dict[int, tuple[str, tuple[float, float, float]]] = {
-    value: (LABELS[value].replace("_", " ").capitalize(), colour) for value, colour in _COLOURS.items()}
+    value: (SEGMENT_TITLES[value], colour) for value, colour in SEGMENT_COLORS.items()}
 _ORTHO_ATOL = 1e-4
 
 
