@@ -100,6 +100,7 @@ def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases
     from kneeoa.analysis.latent import analyse_files, write_latent_outputs
     from kneeoa.analysis.plots import delta_bar_chart, forest_plot, save_figure
     from kneeoa.data.tables import read_table, write_table
+    from kneeoa.report.paper_figures import write_stats_extras
 
     tables, figures = out / "tables", out / "figures"
     pred_dir = out / "predictions"
@@ -112,6 +113,7 @@ def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases
     stats = compare_dual_vs_single(pred_dir, n_resamples=resamples)
     if stats.rows:
         write_stats_csv(tables / "stats.csv", stats.rows)
+        write_stats_extras(tables / "stats.csv", stats.rows, resamples)  # no-FDR table + protocol JSON
         save_figure(forest_plot(stats.rows), figures / "forest.png")
         save_figure(delta_bar_chart(stats.rows), figures / "deltas.png")
     latent = analyse_files(sorted(pred_dir.glob("*_embeddings.npz")))

@@ -45,7 +45,7 @@ def test_kl_metrics_perfect_grader():
     probs = np.eye(5)[y] * 0.9 + 0.02
     m = kl_metrics(y, probs)
     assert m == pytest.approx({"kl_acc": 1.0, "kl_macro_f1": 1.0, "kl_macro_auc": 1.0, "kl_qwk": 1.0,
-                               "kl_bal_acc": 1.0})
+                               "kl_bal_acc": 1.0, "kl_macro_precision": 1.0, "kl_macro_recall": 1.0})
 
 
 def test_kl_macro_auc_is_nan_when_a_grade_is_missing():

@@ -15,7 +15,7 @@ from kneeoa.hierarchy import N_KL, OA_DECISION
 
 
 def oa_metrics(y_oa, prob_oa) -> dict[str, float]:
-    """OA AUC, accuracy and F1 (prediction = prob >= 0.5) for binary labels and OA probabilities."""
+    """OA AUC, accuracy, F1, precision and recall (prediction = prob >= 0.5), as the paper's metrics CSV."""
     y = _labels(y_oa, "y_oa")
     prob = np.asarray(prob_oa, dtype=np.float64).reshape(-1)
     _same_length(y, prob, "prob_oa")
@@ -26,11 +26,13 @@ def oa_metrics(y_oa, prob_oa) -> dict[str, float]:
         "oa_auc": metric_value("auc", y, prob),
         "oa_acc": metric_value("acc", y, pred),
         "oa_f1": metric_value("f1", y, pred),
+        **_precision_recall("oa", y, pred, "binary"),
     }
 
 
 def kl_metrics(y_kl, kl_probs) -> dict[str, float]:
-    """KL accuracy, macro-F1, macro OvR AUC, quadratic-weighted kappa and balanced accuracy (pred = argmax)."""
+    """KL accuracy, macro-F1, macro OvR AUC, quadratic-weighted kappa, balanced accuracy, macro precision and
+    recall (pred = argmax)."""
     from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
 
     y = _labels(y_kl, "y_kl")
@@ -52,7 +54,17 @@ def kl_metrics(y_kl, kl_probs) -> dict[str, float]:
         "kl_macro_auc": metric_value("macro_auc", y, probs),
         "kl_qwk": float(qwk),
         "kl_bal_acc": float(bal),
+        **_precision_recall("kl_macro", y, pred, "macro"),
     }
+
+
+def _precision_recall(prefix: str, y: np.ndarray, pred: np.ndarray, average: str) -> dict[str, float]:
+    """sklearn precision/recall (the paper's `precision_score`/`recall_score`; 0 where undefined, as sklearn)."""
+    from sklearn.metrics import precision_score, recall_score
+
+    # macro over the grades present in y or pred: sklearn's default, as the paper's scripts call it
+    return {f"{prefix}_precision": float(precision_score(y, pred, average=average, zero_division=0)),
+            f"{prefix}_recall": float(recall_score(y, pred, average=average, zero_division=0))}
 
 
 def _labels(values, name: str) -> np.ndarray:

@@ -10,7 +10,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "stats", help="Dual vs Single paired statistics over <backbone>_<variant>_preds.csv files",
         description="Reads <backbone>_<variant>_preds.csv (backbone resnet3d|m3t|mamba|nnmamba, variant "
                     "single_oa|single_kl|dual) from PREDS_DIR, runs the 18-test protocol (McNemar for OA accuracy, "
-                    "paired bootstrap otherwise, Benjamini-Hochberg over the family) and writes one row per test.")
+                    "paired bootstrap otherwise, Benjamini-Hochberg over the family) and writes one row per test, plus "
+                    "<out>_no_fdr.csv (the rows before the FDR step) and <out>_protocol.json next to it, as the "
+                    "paper's results folder. Example: kneeoa stats preds/ --out stats.csv")
     p.add_argument("preds_dir", metavar="PREDS_DIR", help="folder with the prediction CSVs")
     p.add_argument("--out", required=True, help="output CSV (one row per test)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples B (default 10000)")
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.analysis.compare import compare_dual_vs_single, write_stats_csv
     from kneeoa.errors import ConfigError
     from kneeoa.progress import emit
+    from kneeoa.report.paper_figures import write_stats_extras
 
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be positive, got {args.resamples}")
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = compare_dual_vs_single(args.preds_dir, n_resamples=args.resamples, seed=args.seed)
     out = write_stats_csv(args.out, result.rows)
+    write_stats_extras(args.out, result.rows, args.resamples, args.seed)  # <out>_no_fdr.csv, <out>_protocol.json
     for line in result.skipped:
         print(f"skipped {line}")
     for row in result.rows:
@@ -67,9 +71,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
     from kneeoa.analysis.compare import find_prediction_files
     from kneeoa.errors import ConfigError
+    from kneeoa.report.paper_figures import stats_extra_paths
 
     inputs = {Path(p).resolve() for p in find_prediction_files(args.preds_dir).values()}
-    for out in (Path(p) for p in (args.out, args.plot, args.bars) if p):
+    for out in [Path(p) for p in (args.out, args.plot, args.bars) if p] + list(stats_extra_paths(args.out).values()):
         if out.resolve() in inputs:
             raise ConfigError("output would overwrite an input prediction file", out)
         if out.exists() and not args.overwrite:

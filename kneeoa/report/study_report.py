@@ -88,6 +88,9 @@ def build_study_report(out: Path, cohort, analyses: dict[str, Any], preset: str,
         "regression on train PC1. On the phantom, PC1 is also compared with the true (noise-free) severity.</p>",
         [Table(latent, [c for c in LATENT_COLUMNS if any(c in r for r in latent)]),
          *_png(figures / "pca_grid.png", "Test embeddings on the train-fitted PCA, coloured by KL grade")]))
+    from kneeoa.report.paper_figures import paper_sections
+
+    sections += paper_sections(out, analyses)  # the paper's per-model, per-task and manifold figures
     sections.append(saliency_section(analyses["saliency"], figures, overlay_grid_png))
     files = sorted(p.relative_to(out).as_posix() for p in tables.glob("*.csv"))
     sections.append(Section("Files", "<ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in files)
