@@ -50,6 +50,16 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"kneeoa: warning: {message}\n"
 
 
+_OUT_OF_MEMORY = ("kneeoa {command}: error: out of memory: the job needs more memory than this machine has "
+                  "(or than its limit allows)")
+
+
+def _is_allocation_error(err: RuntimeError) -> bool:
+    """torch's CPU allocator reports a failed allocation as RuntimeError, not MemoryError."""
+    text = str(err)
+    return "can't allocate memory" in text or "not enough memory" in text or "std::bad_alloc" in text
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     parser = build_parser()
@@ -63,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KneeOAError as err:
         print(f"kneeoa {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(_OUT_OF_MEMORY.format(command=args.command), file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if not _is_allocation_error(err):
+            raise
+        print(_OUT_OF_MEMORY.format(command=args.command), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"kneeoa {args.command}: interrupted", file=sys.stderr)

@@ -58,17 +58,9 @@ def preset_path(name_or_path: str | Path) -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from kneeoa.utils.safe_yaml import load_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", path) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text (is this a YAML file?)", path) from None
-    if not isinstance(data, dict):
-        raise ConfigError("expected a mapping of options at the top level", path)
-    return data
+    return load_yaml(path)
 
 
 def load_preset(name_or_path: str | Path) -> dict:

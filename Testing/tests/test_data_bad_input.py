@@ -183,7 +183,7 @@ def test_truncated_mha(tmp_path):
 
     sitk.WriteImage(sitk.GetImageFromArray(good_image((16, 16, 16))), str(path), useCompression=False)
     path.write_bytes(path.read_bytes()[:-500])
-    assert_input_error(path, "cannot read image")
+    assert_input_error(path, "cannot read image|truncated: header declares")
 
 
 def test_mhd_with_missing_data_file(tmp_path):

@@ -17,6 +17,13 @@ from kneeoa.errors import InputError
 
 # 1024^3 voxels: ~45x a 384x384x160 knee MRI; anything bigger is a corrupt header, not a knee.
 MAX_VOXELS = 2**30
+# Byte budget of one volume in memory: the decoded data plus its float32 working copy. 4 GiB is ~20x a
+# 384x384x160 int16 knee MRI (47 MB raw + 94 MB float32), so no real knee is refused, while a small file
+# whose header claims more fails here, before anything is allocated. KNEEOA_MAX_VOLUME_BYTES overrides it.
+DEFAULT_MAX_VOLUME_BYTES = 2**32
+# NIfTI datatype code -> bits per voxel (nifti1.h); bitpix must agree, or the header lies about the data size
+NIFTI_DATATYPE_BITS = {2: 8, 4: 16, 8: 32, 16: 32, 32: 64, 64: 64, 128: 24, 256: 8, 512: 16, 768: 32, 1024: 64,
+                       1280: 64, 1536: 128, 1792: 128, 2048: 256, 2304: 32}
 # DEFLATE cannot compress better than ~1032:1, so a compressed file declaring more raw bytes is corrupt.
 MAX_DEFLATE_RATIO = 1100
 NIFTI2_MAGIC = b"n+2\0\r\n\x1a\n"
@@ -58,6 +65,7 @@ def check_nifti_header(path: Path, gz: bool) -> int:
         if magic != b"n+1\0":
             raise InputError(f"not a NIfTI-1 file (magic {magic!r})", path)
         dims = struct.unpack(endian + "8h", head[40:56])
+        datatype = struct.unpack(endian + "h", head[70:72])[0]
         bitpix = struct.unpack(endian + "h", head[72:74])[0]
         vox_offset = struct.unpack(endian + "f", head[108:112])[0]
     else:
@@ -65,6 +73,7 @@ def check_nifti_header(path: Path, gz: bool) -> int:
             raise InputError(f"truncated NIfTI-2: {len(head)} header bytes, expected 540", path)
         if head[4:12] != NIFTI2_MAGIC:
             raise InputError(f"not a NIfTI-2 file (magic {head[4:12]!r})", path)
+        datatype = struct.unpack(endian + "h", head[12:14])[0]
         bitpix = struct.unpack(endian + "h", head[14:16])[0]
         dims = struct.unpack(endian + "8q", head[16:80])
         vox_offset = struct.unpack(endian + "q", head[168:176])[0]
@@ -78,6 +87,9 @@ def check_nifti_header(path: Path, gz: bool) -> int:
         raise InputError(f"empty image of shape {tuple(shape)}", path)
     if bitpix <= 0 or bitpix % 8 or not (0 <= vox_offset < 2**40):
         raise InputError(f"corrupt NIfTI header (bitpix {bitpix}, vox_offset {vox_offset})", path)
+    if NIFTI_DATATYPE_BITS.get(datatype) != bitpix:
+        # the reader sizes its buffer from the datatype, our budget from bitpix: they must be the same bytes
+        raise InputError(f"corrupt NIfTI header: datatype {datatype} does not match bitpix {bitpix}", path)
     return _check_size(path, tuple(shape), bitpix // 8, int(vox_offset), path.stat().st_size, compressed=gz)
 
 
@@ -89,6 +101,11 @@ def _check_size(path: Path, shape: tuple[int, ...], bytes_per_voxel: int, offset
     if n_voxels > MAX_VOXELS:
         raise InputError(f"header declares {n_voxels} voxels {tuple(shape)}: implausibly large "
                          "(corrupt header?)", path)
+    budget = max_volume_bytes()
+    in_memory = n_voxels * (bytes_per_voxel + 4)  # the decoded data and its float32 copy
+    if in_memory > budget:
+        raise InputError(f"header declares {tuple(shape)} voxels of {bytes_per_voxel} bytes: {in_memory} bytes in "
+                         f"memory, over the {budget}-byte budget for one volume (KNEEOA_MAX_VOLUME_BYTES)", path)
     need = offset + n_voxels * bytes_per_voxel
     if compressed and need > available * MAX_DEFLATE_RATIO:
         raise InputError(f"header declares {need} bytes of data but the {available}-byte compressed file "
@@ -96,6 +113,16 @@ def _check_size(path: Path, shape: tuple[int, ...], bytes_per_voxel: int, offset
     if not compressed and need > available:
         raise InputError(f"truncated: header declares {need} bytes, file has {available}", path)
     return need
+
+
+def max_volume_bytes() -> int:
+    """The byte budget for one volume in memory (KNEEOA_MAX_VOLUME_BYTES, else 4 GiB)."""
+    import os
+
+    try:
+        return int(os.environ.get("KNEEOA_MAX_VOLUME_BYTES", DEFAULT_MAX_VOLUME_BYTES))
+    except ValueError:
+        return DEFAULT_MAX_VOLUME_BYTES
 
 
 _DATA_FILE = {".mhd": re.compile(rb"^\s*ElementDataFile\s*=\s*(.+?)\s*$", re.M),
@@ -144,9 +171,9 @@ def check_itk_header(path: Path) -> None:
     from kneeoa.data import text_headers
 
     if path.suffix.lower() in (".mha", ".mhd"):
-        text_headers.check_metaimage(path)
+        compressed = text_headers.check_metaimage(path)
     else:
-        text_headers.check_nrrd(path)
+        compressed = text_headers.check_nrrd(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(itk_image_io(path))
@@ -165,6 +192,7 @@ def check_itk_header(path: Path) -> None:
         raise InputError(f"{n_comp} components per voxel (vector/RGB image), expected a scalar volume", path)
     bits = re.match(r"(\d+)-bit", sitk.GetPixelIDValueAsString(reader.GetPixelID()))
     bytes_per_voxel = max(1, int(bits.group(1)) // 8) if bits else 8
-    # Any ITK file may be compressed (NRRD gzip encoding, MHA CompressedData): use the deflate bound.
-    _check_size(path, size, bytes_per_voxel, 0, _data_bytes(path), compressed=True)
+    # raw data must be all there (a raw file claiming a gigabyte is refused before ITK allocates it); gzip
+    # NRRD and CompressedData MetaImages get the deflate bound, and the byte budget caps both
+    _check_size(path, size, bytes_per_voxel, 0, _data_bytes(path), compressed=compressed)
 

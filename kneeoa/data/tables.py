@@ -19,6 +19,10 @@ TABLE_SUFFIXES = (".xlsx", ".csv")
 # Fixed workbook/zip timestamps: the same rows always give the same .xlsx bytes.
 _FIXED_TIME = _dt.datetime(2000, 1, 1, 0, 0, 0)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# Subject/label tables are a few thousand rows of a few columns; a sheet claiming more is refused unread.
+MAX_TABLE_COLUMNS = 1000
+MAX_TABLE_CELLS = 20_000_000
+_EMPTY_ROW: list = []
 
 
 def read_table(path: str | Path) -> list[dict]:
@@ -42,9 +46,23 @@ def _read_xlsx(path: Path) -> tuple[list, list[list]]:
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
         try:
-            rows = [list(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
+            sheet = wb.worksheets[0]
+            # the file's <dimension ref="A1:XFD1048576"> is a claim, not the data: read-only openpyxl pads every
+            # row to it (16,384 cells a row, 10^6 rows, gigabytes from a 5 kB file); measure the real extent
+            sheet.reset_dimensions()
+            sheet.calculate_dimension(force=True)  # one pass over the cells that are really there
+            n_rows, n_cols = sheet.max_row or 0, sheet.max_column or 0
+            if n_cols > MAX_TABLE_COLUMNS or n_rows * n_cols > MAX_TABLE_CELLS:
+                raise InputError(f"the first sheet spans {n_rows} rows x {n_cols} columns (a cell far out, e.g. "
+                                 f"{sheet.calculate_dimension()}); KneeOA reads tables up to {MAX_TABLE_COLUMNS} "
+                                 f"columns and {MAX_TABLE_CELLS} cells", path)
+            # empty rows share one list: a sheet with a few cells a million rows apart stays a few MB
+            rows = [list(r) if any(v is not None for v in r) else _EMPTY_ROW
+                    for r in sheet.iter_rows(values_only=True)]
         finally:
             wb.close()
+    except InputError:
+        raise
     except Exception as err:  # BadZipFile, KeyError, XML errors: all mean "not a readable workbook"
         raise InputError(f"cannot read Excel workbook: {type(err).__name__}: {err}", path) from None
     return (rows[0] if rows else []), rows[1:]

@@ -75,8 +75,10 @@ def _check_ndims(ndim: int, path: Path) -> None:
         raise InputError(f"header declares {ndim} dimensions (corrupt header, or not a 3D volume)", path)
 
 
-def check_metaimage(path: Path) -> None:
-    """Validate a MetaImage header: known types, consistent counts, finite geometry, one data file."""
+def check_metaimage(path: Path) -> bool:
+    """Validate a MetaImage header: known types, consistent counts, finite geometry, one data file.
+
+    Returns whether the voxel data is compressed (CompressedData = True)."""
     fields: dict[str, str] = {}
     for line in _head_lines(path, "MetaImage"):
         if not line.strip():
@@ -116,10 +118,14 @@ def check_metaimage(path: Path) -> None:
     data_file = fields["ElementDataFile"]
     if data_file.upper() == "LIST" or "%" in data_file or len(data_file.split()) > 1:
         raise InputError("multi-file MetaImage (ElementDataFile LIST/pattern) is not supported", path)
+    check_data_file(path, data_file)
+    return fields.get("CompressedData", "false").lower() == "true"
 
 
-def check_nrrd(path: Path) -> None:
-    """Validate an NRRD header: magic, known type/encoding, sizes matching the dimension, one data file."""
+def check_nrrd(path: Path) -> bool:
+    """Validate an NRRD header: magic, known type/encoding, sizes matching the dimension, one data file.
+
+    Returns whether the voxel data is compressed (gzip/bzip2 encoding)."""
     lines = _head_lines(path, "NRRD")
     if not re.match(r"^NRRD000[1-5]$", lines[0]):
         raise InputError("not an NRRD file (wrong magic bytes)", path)
@@ -165,3 +171,28 @@ def check_nrrd(path: Path) -> None:
     if data_file is not None and (data_file.upper().startswith("LIST") or "%" in data_file
                                   or len(data_file.split()) > 1):
         raise InputError("multi-file NRRD (data file LIST/pattern) is not supported", path)
+    if data_file is not None:
+        check_data_file(path, data_file)
+    # raw and hex hold at least one byte per data byte: only gzip/bzip2 (and text, whose numbers may be
+    # written shorter than their binary size, e.g. "0 ") may be smaller than the data they declare
+    return fields["encoding"].lower() not in ("raw", "hex")
+
+
+ALLOW_OUTSIDE_ENV = "KNEEOA_ALLOW_OUTSIDE_DATA_FILES"
+
+
+def check_data_file(header: Path, name: str) -> None:
+    """A detached header's data file must lie in the header's own folder (or below it), unless
+    KNEEOA_ALLOW_OUTSIDE_DATA_FILES=1: a header from elsewhere must not read, e.g., /etc/shadow or another
+    patient's scan by naming `../..` or an absolute path."""
+    import os
+
+    if name.upper() in ("LOCAL", "LIST"):
+        return
+    if os.environ.get(ALLOW_OUTSIDE_ENV, "") == "1":
+        return
+    folder = header.resolve().parent
+    target = (folder / name).resolve()
+    if target != folder and folder not in target.parents:
+        raise InputError(f"the data file {name!r} named in the header lies outside the header's folder (set "
+                         f"{ALLOW_OUTSIDE_ENV}=1 to allow it)", header)

@@ -71,8 +71,20 @@ def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path)
+    if not path.is_file() and not path.is_dir():
+        # a named pipe would block the reader forever, a device could stream without end
+        raise InputError("not a regular file (a named pipe, socket or device?)", path)
     if path.is_file() and path.stat().st_size == 0:
         raise InputError("empty file (0 bytes)", path)
+    try:
+        array, affine = _read_any(path, series_uid)
+    except MemoryError:
+        raise InputError("not enough memory to read this volume", path) from None
+    return Volume(_checked_array(array, path, is_label, allow_constant, stored_dtype), _checked_affine(affine, path),
+                  path)
+
+
+def _read_any(path: Path, series_uid: str | None) -> tuple[np.ndarray, np.ndarray]:
     if path.is_dir():
         array, affine = _read_dicom_series(path, series_uid)
     else:
@@ -85,8 +97,7 @@ def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None
             raise InputError(
                 f"unsupported file type {''.join(path.suffixes) or '(no suffix)'}; expected one of "
                 f"{', '.join(VOLUME_SUFFIXES)} or a DICOM series folder", path)
-    return Volume(_checked_array(array, path, is_label, allow_constant, stored_dtype), _checked_affine(affine, path),
-                  path)
+    return array, affine
 
 
 def _read_nifti(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:

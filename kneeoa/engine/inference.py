@@ -13,9 +13,14 @@ from kneeoa.hierarchy import consistent_kl, oa_from_kl
 
 def load_model(checkpoint: str | Path, device: Any) -> tuple[Any, dict]:
     """(model in eval mode on `device`, model card) from a checkpoint (never unpickles)."""
+    from kneeoa.errors import CheckpointError, ConfigError
     from kneeoa.models.checkpoint import load_checkpoint
 
     model, card = load_checkpoint(checkpoint, device="cpu")
+    try:
+        input_shape_of(model, card)
+    except ConfigError as err:
+        raise CheckpointError(f"the model card's preprocessing: {err.problem}", checkpoint) from None
     check_finite_weights(model, checkpoint)
     return model.to(device).eval(), card
 
@@ -49,7 +54,14 @@ def finite_rows(outputs: dict[str, np.ndarray | None]) -> np.ndarray:
 
 def input_shape_of(model: Any, card: dict) -> tuple[int, int, int]:
     """The model input (D, H, W): the card's preprocessing block, else the model spec."""
-    shape = (card.get("preprocessing") or {}).get("input_shape") or model.spec.input_shape
+    from kneeoa.errors import ConfigError
+    from kneeoa.models.registry import MAX_INPUT_SIDE, _whole
+
+    preprocessing = card.get("preprocessing") or {}
+    shape = (preprocessing.get("input_shape") if isinstance(preprocessing, dict) else None) or model.spec.input_shape
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(_whole(s) for s in shape) \
+            or not all(1 <= s <= MAX_INPUT_SIDE for s in shape):
+        raise ConfigError(f"input_shape must be three integers from 1 to {MAX_INPUT_SIDE}, got {shape!r}")
     return tuple(int(s) for s in shape)
 
 

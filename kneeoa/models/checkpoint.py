@@ -97,6 +97,8 @@ def read_card(path: str | Path) -> dict[str, Any]:
         card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError as err:
         raise CheckpointError(f"the model card is not valid JSON ({err})", path) from None
+    except RecursionError:  # a card nested thousands deep exhausts the parser's stack
+        raise CheckpointError("the model card is nested too deeply to read", path) from None
     if not isinstance(card, dict) or "spec" not in card:
         raise CheckpointError("the model card has no 'spec'", path)
     return card
@@ -134,13 +136,43 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+def check_shapes_before_building(spec: ModelSpec, path: Path) -> None:
+    """Build the card's model on the meta device (no memory) and compare every parameter shape with the
+    safetensors header: a small file whose card claims a huge `width`, `layers` or `input_shape` is refused
+    here, before a real build allocates weights for it."""
+    from safetensors import safe_open
+
+    try:
+        with torch.device("meta"):
+            meta_model = build_model(spec)
+    except ConfigError as err:
+        raise CheckpointError(f"the model card's spec cannot be built: {err.problem}", path) from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as err:
+        raise CheckpointError(f"truncated or corrupt checkpoint ({err})", path) from None
+    wanted = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
+    missing = sorted(set(wanted) - set(stored))
+    unexpected = sorted(set(stored) - set(wanted))
+    shapes = [f"{k} {list(stored[k])} vs {list(wanted[k])}" for k in sorted(set(stored) & set(wanted))
+              if stored[k] != wanted[k]]
+    if missing or unexpected or shapes:
+        parts = [f"missing keys: {_short(missing)}" if missing else "",
+                 f"unexpected keys: {_short(unexpected)}" if unexpected else "",
+                 f"shape mismatch (file vs card): {_short(shapes)}" if shapes else ""]
+        raise CheckpointError(f"weights do not match the {spec.backbone}/{spec.variant} architecture its card "
+                              "describes; " + "; ".join(p for p in parts if p), path)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the card alone, load its weights strictly; returns (model in eval mode, card)."""
     path = Path(path)
     card = read_card(path)
     try:
         spec = ModelSpec.from_dict(card["spec"])
-    except (ConfigError, TypeError) as err:
+    except (ConfigError, TypeError, ValueError, OverflowError) as err:
         raise CheckpointError(f"the model card's spec cannot be built: {getattr(err, 'problem', err)}", path) from None
+    check_shapes_before_building(spec, path)
     model = load_weights(build_model(spec), path)
     return model.to(device).eval(), card

@@ -23,6 +23,31 @@ def _jsonable(value: Any) -> Any:
     return [_jsonable(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
+MAX_INPUT_SIDE = 1024  # voxels per side of the model input (the paper's largest is 256)
+MAX_OPTION_NUMBER = 4096  # any number in width/options (paper widths are 32-768)
+MAX_OPTION_TOTAL = 512  # sum of an integer list option (e.g. ResNet `layers`: the paper's is 8 blocks)
+
+
+def _whole(value: Any) -> bool:
+    """An int, or an integral finite float (JSON 64.0); never a bool or a string."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and value.is_integer()
+
+
+def _check_option_numbers(options: dict[str, Any]) -> None:
+    """Every number in the options finite, non-negative and small: they size layers, and a card is untrusted."""
+    for key, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(v != v or v in (float("inf"), float("-inf")) or not 0 <= v <= MAX_OPTION_NUMBER for v in numbers):
+            raise ConfigError(f"option {key} = {value!r}: numbers must be finite, from 0 to {MAX_OPTION_NUMBER}")
+        if isinstance(value, (list, tuple)) and (len(value) > 64 or sum(numbers) > MAX_OPTION_TOTAL):
+            raise ConfigError(f"option {key} = {value!r}: at most 64 entries summing to {MAX_OPTION_TOTAL}")
+
+
 @dataclass
 class ModelSpec:
     """What to build. `input_shape` None = the backbone's paper shape; `width` None = the paper width."""
@@ -43,19 +68,24 @@ class ModelSpec:
             raise ConfigError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         entry = BACKBONES[self.backbone]
         shape = entry.input_shape if self.input_shape is None else self.input_shape
-        try:
-            shape = tuple(int(s) for s in shape)
-        except (TypeError, ValueError):
-            raise ConfigError(f"input_shape must be three integers (D, H, W), got {self.input_shape!r}") from None
-        if len(shape) != 3 or min(shape) < 8:
-            raise ConfigError(f"input_shape must be three integers >= 8 (D, H, W), got {list(shape)}")
+        # a card is data from a file: Infinity, NaN, "64", true or 10**9 are refused here, not met by int()
+        # (OverflowError) or by an allocation of terabytes
+        if not isinstance(shape, (list, tuple)) or not all(_whole(s) for s in shape):
+            raise ConfigError(f"input_shape must be three integers (D, H, W), got {self.input_shape!r}")
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or min(shape) < 8 or max(shape) > MAX_INPUT_SIDE:
+            raise ConfigError(f"input_shape must be three integers from 8 to {MAX_INPUT_SIDE} (D, H, W), "
+                              f"got {list(shape)}")
         if entry.cube and len(set(shape)) != 1:
             raise ConfigError(f"{self.backbone} needs a cube input (N, N, N), got {list(shape)}")
         self.input_shape = shape
-        if self.width is not None and (int(self.width) != self.width or self.width < 1):
-            raise ConfigError(f"width must be a positive integer, got {self.width!r}")
+        if self.width is not None and (not _whole(self.width) or not 1 <= self.width <= MAX_OPTION_NUMBER):
+            raise ConfigError(f"width must be an integer from 1 to {MAX_OPTION_NUMBER}, got {self.width!r}")
         self.width = None if self.width is None else int(self.width)
+        if not isinstance(self.options or {}, dict):
+            raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
         self.options = {k: _jsonable(v) for k, v in dict(self.options or {}).items()}
+        _check_option_numbers(self.options)
         allowed = [*HEAD_OPTIONS, *entry.option_names()]
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:

@@ -66,6 +66,8 @@ def read_card_header(path: str | Path) -> dict:
         card = json.loads(header["__metadata__"][CARD_KEY])
     except FileNotFoundError:
         raise CheckpointError("checkpoint file not found", path) from None
+    except RecursionError:  # a card nested thousands deep
+        raise CheckpointError("the model card is nested too deeply to read", path) from None
     except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
         raise CheckpointError(f"no KneeOA model card in this file ({type(err).__name__})", path) from None
     if not isinstance(card, dict):
