@@ -75,8 +75,16 @@ def preprocess_volume(volume: Volume, input_shape: Sequence[int], spacing_mm: Se
     if spacing_mm is None:
         from kneeoa.data.resample import preprocess_array
 
-        return preprocess_array(volume.array, volume.affine, shape, device, dtype)
+        return _finite(preprocess_array(volume.array, volume.affine, shape, device, dtype), volume)
     return preprocess_volume_monai(volume, shape, spacing_mm).to(device=device, dtype=dtype)
+
+
+def _finite(x: torch.Tensor, volume: Volume) -> torch.Tensor:
+    """Finite float32 voxels can still overflow the z-score (a sum of values near 3e38 is inf): never hand
+    the model NaN, it would answer with a confident-looking grade. One pass over the small model input."""
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("intensities overflow float32 when z-scored (NaN/Inf after normalisation)", volume.path)
+    return x
 
 
 def preprocess_volume_monai(volume: Volume, input_shape: Sequence[int],
@@ -91,12 +99,7 @@ def preprocess_volume_monai(volume: Volume, input_shape: Sequence[int],
     if tuple(x.shape[1:]) != shape:
         x = Resize(spatial_size=shape, mode="trilinear", align_corners=False)(x)
         x = x.as_tensor() if hasattr(x, "as_tensor") else x
-    x = x.float().contiguous()
-    # finite float32 voxels can still overflow the z-score (a sum of values near 3e38 is inf): never hand
-    # the model NaN, it would answer with a confident-looking grade. One pass over the small model input.
-    if not bool(torch.isfinite(x).all()):
-        raise InputError("intensities overflow float32 when z-scored (NaN/Inf after normalisation)", volume.path)
-    return x
+    return _finite(x.float().contiguous(), volume)
 
 
 def model_map_to_volume(map_dhw: Any, volume: Volume) -> np.ndarray:
