@@ -17,6 +17,7 @@ from kneeoa.errors import KneeOAError
 COMMANDS = [
     "models",
     "phantom",
+    "preprocess",
     "train",
     "predict",
     "score",

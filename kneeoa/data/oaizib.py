@@ -3,6 +3,10 @@
 Layout: `imagesTr/oaizib_001_0000.nii.gz`, `labelsTr/oaizib_001.nii.gz`, `imagesTs/`, `labelsTs/`,
 `subInfo_train.xlsx` / `subInfo_test.xlsx` (or .csv) with at least `CMT-ID` and `KLGrade`, and
 `kneeSideInfo.csv` without header (`oaizib_001.nii.gz,right`). Case id `oaizib_%03d` = CMT-ID.
+
+The paper's own folder is flat: `oaizib_001_0000_n4_z.nii.gz` (N4 + z-scored) for every knee in one
+folder, split by the two subject tables. A folder with such files (or plain `oaizib_001_0000.nii.gz`) and
+the subInfo tables, but no imagesTr/ or imagesTs/, is read that way; it has no masks.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from kneeoa.hierarchy import validate_kl
 FOLDERS = {"train": ("imagesTr", "labelsTr", "subInfo_train"), "test": ("imagesTs", "labelsTs", "subInfo_test")}
 REQUIRED_COLUMNS = ("CMT-ID", "KLGrade")
 KNEE_SIDE_FILE = "kneeSideInfo.csv"
-IMAGE_RE = re.compile(r"^oaizib_(\d+)_0000\.nii(\.gz)?$")
+IMAGE_RE = re.compile(r"^oaizib_(\d+)_0000(_n4_z)?\.nii(\.gz)?$")  # _n4_z: the paper's preprocessed files
 MASK_RE = re.compile(r"^oaizib_(\d+)\.nii(\.gz)?$")
 
 
@@ -91,13 +95,31 @@ def read_knee_sides(path: Path) -> dict[str, str]:
     return sides
 
 
-def _read_split(root: Path, split: str, seen: dict[int, str], sides: dict[str, str]) -> list[Case]:
+def flat_images(root: Path) -> dict[int, Path] | None:
+    """CMT-ID -> image of the paper's flat layout (no imagesTr/ or imagesTs/), None for the nnU-Net layout."""
+    if any((root / image_dir).is_dir() for image_dir, _, _ in FOLDERS.values()):
+        return None
+    found: dict[int, Path] = {}
+    for path in sorted(root.iterdir()):
+        match = IMAGE_RE.match(path.name)
+        if match:
+            cmt = int(match.group(1))
+            if cmt in found:
+                raise InputError(f"two files for case {case_id(cmt)}: {found[cmt].name} and {path.name}", root)
+            found[cmt] = path
+    return found or None
+
+
+def _read_split(root: Path, split: str, seen: dict[int, str], sides: dict[str, str],
+                flat: dict[int, Path] | None = None) -> list[Case]:
     image_dir, mask_dir, stem = FOLDERS[split]
     table = _table_path(root, stem)
-    images = _files_by_id(root / image_dir, IMAGE_RE)
-    masks = _files_by_id(root / mask_dir, MASK_RE)
+    images = flat if flat is not None else _files_by_id(root / image_dir, IMAGE_RE)
+    masks = {} if flat is not None else _files_by_id(root / mask_dir, MASK_RE)
+    if flat is not None:
+        image_dir = root.name  # messages name the flat folder itself
     if table is None:
-        if images:
+        if images and flat is None:
             raise InputError(f"{len(images)} images in {image_dir}/ but no {stem}.xlsx (or .csv) table", root)
         return []
     rows = read_table(table)
@@ -124,7 +146,7 @@ def _read_split(root: Path, split: str, seen: dict[int, str], sides: dict[str, s
     if missing:
         raise InputError(f"{len(missing)} table row(s) have no image in {image_dir}/: {', '.join(missing)}", table)
     listed = {c.cmt_id for c in cases}
-    for cmt in sorted(set(images) - listed):
+    for cmt in sorted(set(images) - listed) if flat is None else ():  # flat: unlisted knees handled once, later
         if cmt in seen:
             raise InputError(f"{case_id(cmt)} has an image in {image_dir}/ but its row is in {seen[cmt]}", root)
         warn(f"{images[cmt]}: image has no row in {table.name}; kept as ungraded")
@@ -140,7 +162,12 @@ def read_oaizib(root: str | Path) -> Cohort:
     side_file = root / KNEE_SIDE_FILE
     sides = read_knee_sides(side_file) if side_file.is_file() else {}
     seen: dict[int, str] = {}
-    cases = _read_split(root, "train", seen, sides) + _read_split(root, "test", seen, sides)
+    flat = flat_images(root)
+    cases = _read_split(root, "train", seen, sides, flat) + _read_split(root, "test", seen, sides, flat)
+    if flat is not None:
+        for cmt in sorted(set(flat) - {c.cmt_id for c in cases}):
+            warn(f"{flat[cmt]}: image is in neither subject table; kept as ungraded")
+            cases.append(Case(case_id(cmt), flat[cmt], None, None, "unlabelled", cmt, {}))
     if not cases:
         raise InputError("OAI-ZIB-CM folder holds no cases (imagesTr/ and imagesTs/ empty or missing)", root)
     check_unique_ids(cases, root)

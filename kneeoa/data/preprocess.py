@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from kneeoa.data.cohort import Case
-from kneeoa.data.volume import Volume, read_volume, to_sitk, write_nifti
+from kneeoa.data.volume import Volume, read_volume, write_nifti
 from kneeoa.errors import InputError
 
 STD_FLOOR = 1e-6  # the paper's z-score guard: (x - mean) / max(std, 1e-6)
@@ -118,26 +118,11 @@ def model_map_to_volume(map_dhw: Any, volume: Volume) -> np.ndarray:
 def n4_zscore(in_path: str | Path, out_path: str | Path, shrink: int = 4, iterations: Sequence[int] = (50, 50, 30),
               ) -> Path:
     """Offline step of the paper: N4 bias-field correction (Otsu foreground mask) then z-score, same affine."""
-    import SimpleITK as sitk
+    from kneeoa.data.offline import OfflineSettings, n4_correct
 
     volume = read_volume(in_path)
-    array = volume.array
-    if float(array.min()) <= 0:  # N4 fits a log-bias field: intensities must be positive
-        array = array - float(array.min()) + 1.0
-    image = sitk.Cast(to_sitk(Volume(array, volume.affine)), sitk.sitkFloat32)
-    try:
-        small = sitk.Shrink(image, [max(1, min(shrink, s // 4)) for s in image.GetSize()])
-        mask = sitk.OtsuThreshold(small, 0, 1, 200)
-        corrector = sitk.N4BiasFieldCorrectionImageFilter()
-        corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
-        corrector.Execute(small, mask)
-        log_bias = corrector.GetLogBiasFieldAsImage(image)
-        corrected = sitk.GetArrayFromImage(image / sitk.Exp(log_bias)).transpose(2, 1, 0)
-    except RuntimeError as err:
-        from kneeoa.data.headers import itk_error
-
-        raise InputError(f"N4 bias correction failed: {itk_error(err)}", in_path) from None
-    out = zscore(torch.as_tensor(np.ascontiguousarray(corrected))).numpy()
+    corrected = n4_correct(volume, OfflineSettings(n4=True, n4_shrink=shrink, n4_iterations=tuple(iterations)))
+    out = zscore(torch.as_tensor(corrected)).numpy()
     return write_nifti(out_path, out, volume.affine)
 
 
