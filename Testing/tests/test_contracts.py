@@ -19,6 +19,7 @@ HEAVY = ("torch", "numpy", "yaml", "scipy", "sklearn", "monai", "nibabel", "Simp
 
 
 @pytest.mark.parametrize("module", ["kneeoa", "kneeoa.contracts.vocab", "kneeoa.contracts.catalog",
+                                    "kneeoa.contracts.schemas", "kneeoa.contracts.prediction",
                                     "kneeoa.slicer.training", "kneeoa.slicer.grading", "kneeoa.slicer.results",
                                     "kneeoa.commands.train"])
 def test_contracts_and_slicer_glue_import_only_the_standard_library(module):
@@ -89,3 +90,18 @@ def test_a_registered_backbone_is_everywhere_and_a_taken_name_is_refused(monkeyp
         catalog.register_backbone("mamba", catalog.BACKBONES["m3t"])
     with pytest.raises(ValueError, match="taken"):
         catalog.register_backbone("toy", catalog.BACKBONES["resnet3d"])
+
+
+def test_a_prediction_writes_the_published_columns_the_scores_columns_and_the_grade_json():
+    from kneeoa.contracts.prediction import Prediction
+    from kneeoa.contracts.schemas import PRED_COLUMNS, SCORE_COLUMNS, pred_columns
+
+    dual = Prediction(oa_prob=0.7, pred_oa=1, kl_probs=(0.1, 0.1, 0.5, 0.2, 0.1), oa_prob_from_kl=0.8, pred_kl=2,
+                      consistent_kl=2, heads_agree=True)
+    assert set(dual.to_pred_row()) == set(pred_columns("dual")) - {"CMT_ID", "img_path", "label_kl", "label_oa"}
+    assert set(dual.to_score_row()) <= set(SCORE_COLUMNS) and dual.to_score_row()["kl_prob_2"] == 0.5
+    assert Prediction.from_result({**dual.to_result(), "card": {}}) == dual
+    single_oa = Prediction(oa_prob=0.2, pred_oa=0)
+    assert list(single_oa.to_pred_row()) == ["prob_oa", "pred_oa"]
+    assert pred_columns("single_oa", img_path=False) == ["CMT_ID", "label_kl", "label_oa", "prob_oa", "pred_oa"]
+    assert pred_columns("single-kl") == PRED_COLUMNS

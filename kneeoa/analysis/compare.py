@@ -22,17 +22,14 @@ import numpy as np
 from kneeoa.analysis.resampling import metric_value
 from kneeoa.analysis.stats import benjamini_hochberg, mcnemar, paired_bootstrap
 from kneeoa.contracts.catalog import paper_backbones, spellings
+from kneeoa.contracts.schemas import ID_COLUMNS, STATS_COLUMNS
+from kneeoa.contracts.schemas import PRED_KL_PROB_COLUMNS as KL_PROB_COLUMNS
 from kneeoa.contracts.vocab import VARIANT_TAGS
 from kneeoa.errors import InputError
-from kneeoa.hierarchy import N_KL
 from kneeoa.progress import Progress
 
 # SPEC order; the paper's files call nnMamba "mamba", our engine may write "nnmamba"
 CANONICAL_BACKBONES = tuple(spellings(name) for name in paper_backbones())
-KL_PROB_COLUMNS = tuple(f"prob_kl_{k}" for k in range(N_KL))
-ID_COLUMNS = ("CMT_ID", "case_id")
-STATS_COLUMNS = ["backbone", "task", "metric", "single", "dual", "delta", "ci_lo", "ci_hi", "p_value", "test",
-                 "mcnemar_table", "n_subjects", "q_value_BH", "sig_fdr_0.05"]
 FDR_LEVEL = 0.05
 _FILE_RE = re.compile(rf"^(?P<backbone>.+)_(?P<variant>{'|'.join(VARIANT_TAGS)})_preds\.csv$")
 

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from kneeoa.contracts.catalog import paper_backbones, spellings
-from kneeoa.contracts.vocab import VARIANT_TAGS
+from kneeoa.contracts.prediction import Prediction
+from kneeoa.contracts.schemas import pred_columns, preds_file_name
+from kneeoa.contracts.vocab import VARIANT_TAGS, model_name, variant_from_tag
 from kneeoa.hierarchy import N_KL, OA_THRESHOLD
 from kneeoa.utils.atomic import atomic_path
 
 PAPER_TEST_KL_COUNTS = (21, 12, 22, 28, 15)  # the 98 graded OAI-ZIB-CM test knees
-PRED_COLUMNS = ["CMT_ID", "label_kl", "pred_kl", "label_oa", "prob_oa", "pred_oa", "prob_oa_from_kl",
-                *(f"prob_kl_{k}" for k in range(N_KL))]
-SINGLE_OA_COLUMNS = ["CMT_ID", "label_kl", "label_oa", "prob_oa", "pred_oa"]
 
 
 def kl_labels(n_subjects: int) -> np.ndarray:
@@ -54,16 +53,16 @@ def write_synthetic_predictions(out_dir: str | Path, n_subjects: int = 98, seed:
                 prob_oa = oa_from_kl
             else:  # an OA head of its own: noisy logit around the truth
                 prob_oa = 1.0 / (1.0 + np.exp(-(skill * 2.5 * (2 * oa - 1) + rng.normal(0, 2.0, n_subjects))))
-            path = Path(out_dir) / f"{backbone}_{variant}_preds.csv"
+            path = Path(out_dir) / preds_file_name(model_name(backbone, variant_from_tag(variant)))
             rows = []
             for i in range(n_subjects):
-                row = {"CMT_ID": int(ids[i]), "label_kl": int(kl[i]), "label_oa": int(oa[i]),
-                       "prob_oa": float(prob_oa[i]), "pred_oa": int(prob_oa[i] >= 0.5)}
-                if variant != "single_oa":
-                    row.update({"pred_kl": int(kl_probs[i].argmax()), "prob_oa_from_kl": float(oa_from_kl[i])})
-                    row.update({f"prob_kl_{k}": float(kl_probs[i, k]) for k in range(N_KL)})
-                rows.append(row)
-            _write_csv(path, rows, SINGLE_OA_COLUMNS if variant == "single_oa" else PRED_COLUMNS)
+                kl_head = {} if variant == "single_oa" else {
+                    "kl_probs": tuple(float(p) for p in kl_probs[i]), "pred_kl": int(kl_probs[i].argmax()),
+                    "oa_prob_from_kl": float(oa_from_kl[i])}
+                prediction = Prediction(oa_prob=float(prob_oa[i]), pred_oa=int(prob_oa[i] >= 0.5), **kl_head)
+                rows.append({"CMT_ID": int(ids[i]), "label_kl": int(kl[i]), "label_oa": int(oa[i]),
+                             **prediction.to_pred_row()})
+            _write_csv(path, rows, pred_columns(variant, img_path=False))
             written[(backbone, variant)] = path
     return written
 

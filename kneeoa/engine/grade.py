@@ -36,10 +36,10 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     from kneeoa.engine.inference import (
         NONFINITE_OUTPUT,
         batch_outputs,
-        decisions,
         finite_rows,
         input_shape_of,
         load_model,
+        predictions,
     )
 
     say = step or (lambda _msg: None)
@@ -62,20 +62,8 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         out = batch_outputs(model, x)
     if not finite_rows(out)[0]:
         raise JobError(f"{NONFINITE_OUTPUT} (checkpoint {checkpoint})", image_path)
-    dec = decisions(out["kl_probs"], out["oa_prob"])
-    has_kl = out["kl_probs"] is not None
-    result: dict[str, Any] = {
-        "image_path": str(image_path),
-        "kl_probs": out["kl_probs"][0].tolist() if has_kl else None,
-        "oa_prob": float(out["oa_prob"][0]),
-        "oa_prob_from_kl": float(out["oa_prob_from_kl"][0]) if out["oa_prob_from_kl"] is not None else None,
-        "pred_kl": int(dec["pred_kl"][0]) if has_kl else None,
-        "pred_oa": int(dec["pred_oa"][0]),
-        "consistent_kl": int(dec["consistent_kl"][0]) if has_kl else None,
-        "heads_agree": bool(dec["heads_agree"][0]) if has_kl else None,
-        "saliency_path": None, "saliency_target": None, "overlap": None,
-        "card": card, "device": str(dev),
-    }
+    result: dict[str, Any] = {"image_path": str(image_path), **predictions(out)[0].to_result(),
+                              "card": card, "device": str(dev)}
     if saliency_path is not None or mask is not None:
         from kneeoa.analysis.saliency import explain
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.prediction import Prediction
 from kneeoa.hierarchy import consistent_kl, oa_from_kl
 
 
@@ -95,6 +96,24 @@ def decisions(kl_probs: np.ndarray | None, oa_prob: np.ndarray) -> dict[str, np.
     pred_kl = np.asarray(kl_probs).argmax(-1)
     return {"pred_oa": pred_oa, "pred_kl": pred_kl, "consistent_kl": np.asarray(consistent_kl(kl_probs, oa_prob)),
             "heads_agree": oa_from_kl(pred_kl) == pred_oa}
+
+
+def predictions(outputs: dict[str, np.ndarray | None], embedding: bool = False) -> list[Prediction]:
+    """One `Prediction` per row of a batch of model outputs (`batch_outputs`), decisions included."""
+    dec = decisions(outputs["kl_probs"], outputs["oa_prob"])
+    kl, from_kl, emb = outputs["kl_probs"], outputs.get("oa_prob_from_kl"), outputs.get("embedding")
+    found = []
+    for i in range(len(outputs["oa_prob"])):
+        extra: dict = {}
+        if kl is not None:
+            extra = {"kl_probs": tuple(float(p) for p in kl[i]), "pred_kl": int(dec["pred_kl"][i]),
+                     "consistent_kl": int(dec["consistent_kl"][i]), "heads_agree": bool(dec["heads_agree"][i])}
+        if from_kl is not None:
+            extra["oa_prob_from_kl"] = float(from_kl[i])
+        if embedding and emb is not None:
+            extra["embedding"] = tuple(float(v) for v in emb[i])
+        found.append(Prediction(oa_prob=float(outputs["oa_prob"][i]), pred_oa=int(dec["pred_oa"][i]), **extra))
+    return found
 
 
 def predict_loader(model: Any, loader: Iterable[dict], device: Any, amp_ctx_factory: Any = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kneeoa.contracts.schemas import SCORE_OK
 from kneeoa.engine.score_io import natural_key, read_scores, write_scores
 from kneeoa.errors import ConfigError, InputError
 
@@ -31,10 +32,10 @@ def merge_tables(out_csv: str | Path, parts: list[str | Path], overwrite: bool =
             if case_id in best:
                 duplicates += 1
                 # a case scored twice (overlapping shards, a re-run): keep a success over a failure
-                if best[case_id]["status"] == "ok" or row["status"] != "ok":
+                if best[case_id]["status"] == SCORE_OK or row["status"] != SCORE_OK:
                     continue
             best[case_id] = row
     rows = [best[k] for k in sorted(best, key=natural_key)]
     write_scores(out_csv, rows)
     return {"out_csv": out_csv, "rows": len(rows), "duplicates": duplicates,
-            "errors": sum(r["status"] != "ok" for r in rows)}
+            "errors": sum(r["status"] != SCORE_OK for r in rows)}

@@ -15,17 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.schemas import pred_columns, preds_file_name
 from kneeoa.contracts.vocab import model_name
 from kneeoa.errors import ConfigError, InputError
-
-KL_COLUMNS = ["pred_kl", "prob_oa_from_kl", *[f"prob_kl_{g}" for g in range(5)]]
-
-
-def pred_columns(variant: str) -> list[str]:
-    """The published column order; Single-OA files have no KL columns."""
-    cols = ["CMT_ID", "img_path", "label_kl", "pred_kl", "label_oa", "prob_oa", "pred_oa", "prob_oa_from_kl",
-            *[f"prob_kl_{g}" for g in range(5)]]
-    return [c for c in cols if c not in KL_COLUMNS] if variant == "single-oa" else cols
 
 
 def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split: str = "test",
@@ -42,7 +34,7 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     model, card = load_model(checkpoint, dev)
     name = model_name(card["spec"]["backbone"], card["spec"]["variant"])
     variant = card["spec"]["variant"]
-    paths = {"predictions": out_dir / f"{name}_preds.csv", "metrics_csv": out_dir / f"{name}_metrics.csv",
+    paths = {"predictions": out_dir / preds_file_name(name), "metrics_csv": out_dir / f"{name}_metrics.csv",
              "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None}
     _refuse_clobber([p for p in paths.values() if p is not None], overwrite)
     cohort = load_cohort(data, labels=labels)
@@ -51,7 +43,7 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
         raise InputError(f"no graded cases in split {split!r}", data)
     shape = input_shape_of(model, card)
     result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir))
-    rows = _pred_rows(cases, result, variant)
+    rows = _pred_rows(cases, result)
     write_table(paths["predictions"], rows, pred_columns(variant))
     metrics = evaluation_metrics(result)
     if excluded:
@@ -98,23 +90,17 @@ def _cmt_id(case: Any) -> Any:
     return case.cmt_id if getattr(case, "cmt_id", None) is not None else case.case_id
 
 
-def _pred_rows(cases: list, result: dict, variant: str) -> list[dict]:
-    from kneeoa.engine.inference import decisions
+def _pred_rows(cases: list, result: dict) -> list[dict]:
+    from kneeoa.engine.inference import predictions
     from kneeoa.hierarchy import oa_from_kl
 
     by_id = {c.case_id: c for c in cases}
-    dec = decisions(result["kl_probs"], result["oa_prob"])
     rows = []
-    for i, case_id in enumerate(result["case_id"]):
+    for i, (case_id, prediction) in enumerate(zip(result["case_id"], predictions(result))):
         case = by_id[case_id]
         kl = int(result["kl"][i])
         row = {"CMT_ID": _cmt_id(case), "img_path": str(case.image), "label_kl": kl if kl >= 0 else "",
-               "label_oa": int(oa_from_kl(kl)) if kl >= 0 else "", "prob_oa": float(result["oa_prob"][i]),
-               "pred_oa": int(dec["pred_oa"][i])}
-        if variant != "single-oa":
-            row["pred_kl"] = int(dec["pred_kl"][i])
-            row["prob_oa_from_kl"] = float(result["oa_prob_from_kl"][i])
-            row.update({f"prob_kl_{g}": float(result["kl_probs"][i, g]) for g in range(5)})
+               "label_oa": int(oa_from_kl(kl)) if kl >= 0 else "", **prediction.to_pred_row()}
         rows.append(row)
     return rows
 

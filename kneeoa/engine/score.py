@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.schemas import SCORE_ERROR, SCORE_OK
 from kneeoa.engine.score_io import ensure_header, format_row, natural_key, read_scores
 from kneeoa.errors import ConfigError, InputError, KneeOAError
 
@@ -191,14 +192,14 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
             for item in batch:
                 row = {"case_id": item["case_id"], "path": item["path"]}
                 if item["image"] is None:
-                    row.update(status="error", error=item["error"])
+                    row.update(status=SCORE_ERROR, error=item["error"])
                 else:
-                    row.update(status="ok", error="")
+                    row.update(status=SCORE_OK, error="")
                     row.update(results[item["case_id"]])
-                    if saliency_dir is not None and row["status"] == "ok":
+                    if saliency_dir is not None and row["status"] == SCORE_OK:
                         _add_saliency(row, model, shape, saliency_dir, saliency_method, target)
                 append_line(out_csv, format_row(row))
-                counts["errors" if row["status"] == "error" else "scored"] += 1
+                counts["errors" if row["status"] == SCORE_ERROR else "scored"] += 1
                 bar.update(1, status=row["status"])
     return counts
 
@@ -213,22 +214,13 @@ def _drop_partial_tail(path: Path) -> None:
 
 
 def _predict_rows(model: Any, x: Any, case_ids: list[str]) -> dict[str, dict]:
-    from kneeoa.engine.inference import NONFINITE_OUTPUT, batch_outputs, decisions, finite_rows
+    from kneeoa.engine.inference import NONFINITE_OUTPUT, batch_outputs, finite_rows, predictions
 
     out = batch_outputs(model, x)
     finite = finite_rows(out)
-    dec = decisions(out["kl_probs"], out["oa_prob"])
     rows = {}
-    for i, case_id in enumerate(case_ids):
-        if not finite[i]:
-            rows[case_id] = {"status": "error", "error": NONFINITE_OUTPUT}
-            continue
-        row: dict[str, Any] = {"oa_prob": float(out["oa_prob"][i]), "pred_oa": int(dec["pred_oa"][i])}
-        if out["kl_probs"] is not None:
-            row.update({f"kl_prob_{g}": float(out["kl_probs"][i, g]) for g in range(5)})
-            row.update(pred_kl=int(dec["pred_kl"][i]), consistent_kl=int(dec["consistent_kl"][i]),
-                       heads_agree=bool(dec["heads_agree"][i]))
-        rows[case_id] = row
+    for case_id, ok, prediction in zip(case_ids, finite, predictions(out)):
+        rows[case_id] = prediction.to_score_row() if ok else {"status": SCORE_ERROR, "error": NONFINITE_OUTPUT}
     return rows
 
 
@@ -242,9 +234,9 @@ def _add_saliency(row: dict, model: Any, shape: tuple, saliency_dir: Path, metho
         write_nifti(path, saliency.array, saliency.affine)
         row["saliency_path"] = str(path)
     except KneeOAError as err:
-        row.update(status="error", error=f"saliency: {err}")
+        row.update(status=SCORE_ERROR, error=f"saliency: {err}")
     except Exception as err:  # the prediction stands; the row says what failed
-        row.update(status="error", error=f"saliency: {type(err).__name__}: {err}")
+        row.update(status=SCORE_ERROR, error=f"saliency: {type(err).__name__}: {err}")
 
 
 def score_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str | Path | None = None,

@@ -13,10 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from kneeoa.contracts.schemas import SCORE_COLUMNS
 from kneeoa.errors import InputError
-
-SCORE_COLUMNS = ["case_id", "path", "status", "error", "oa_prob", *[f"kl_prob_{g}" for g in range(5)],
-                 "pred_kl", "pred_oa", "consistent_kl", "heads_agree", "saliency_path"]
 
 
 def _line(values: list) -> str:

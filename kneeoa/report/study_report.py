@@ -6,12 +6,13 @@ import html
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts import schemas
 from kneeoa.report.html import Figure, Section, Table, write_report
 
 METRIC_COLUMNS = ["backbone", "variant", "oa_auc", "oa_acc", "oa_f1", "kl_acc", "kl_macro_f1", "kl_macro_auc",
                   "kl_qwk", "kl_bal_acc"]
-STATS_COLUMNS = ["backbone", "task", "metric", "single", "dual", "delta", "ci_lo", "ci_hi", "p_value", "test",
-                 "q_value_BH", "sig_fdr_0.05"]
+# the stats table without its bookkeeping columns (the 2x2 McNemar table, n): what a reader compares
+STATS_COLUMNS = [c for c in schemas.STATS_COLUMNS if c not in ("mcnemar_table", "n_subjects")]
 LATENT_COLUMNS = ["backbone", "variant", "evr_pc1", "abs_rho_pc1_kl", "abs_rho_pc1_oa", "probe_auroc_test",
                   "centroid_order", "centroid_monotone", "abs_rho_pc1_true_severity"]
 

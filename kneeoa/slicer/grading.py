@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.prediction import Prediction
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_NONE, SALIENCY_TARGETS
 from kneeoa.errors import CheckpointError, JobError
 from kneeoa.slicer import jobs
@@ -115,14 +116,18 @@ class GradingResult:
     kl_chart_node: Any = None
     events: list[dict] = field(default_factory=list)
 
-    kl_probs = property(lambda self: self.result.get("kl_probs"), doc="five KL probabilities (None: no KL head)")
-    oa_prob = property(lambda self: self.result.get("oa_prob"), doc="OA probability")
-    pred_kl = property(lambda self: self.result.get("pred_kl"), doc="predicted KL grade")
-    pred_oa = property(lambda self: self.result.get("pred_oa"), doc="predicted OA (0/1)")
-    consistent_kl = property(lambda self: self.result.get("consistent_kl"), doc="KL consistent with the OA head")
-    heads_agree = property(lambda self: self.result.get("heads_agree"), doc="the KL and OA heads agree on OA")
-    overlap = property(lambda self: self.result.get("overlap"), doc="saliency overlap with the cartilage")
     card = property(lambda self: self.result.get("card"), doc="the checkpoint's model card")
+
+    @property
+    def prediction(self) -> Prediction:
+        """The numbers of the result JSON (kl_probs, oa_prob, pred_kl, heads_agree, overlap, ...)."""
+        return Prediction.from_result(self.result)
+
+    def __getattr__(self, name: str) -> Any:
+        # result.kl_probs, result.pred_kl, ...: the Prediction's fields, read through one definition
+        if name in Prediction.__dataclass_fields__:
+            return getattr(self.prediction, name)
+        raise AttributeError(name)
 
 
 def gradable_volumes(scene: Any) -> list[Any]:

@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from kneeoa.contracts.prediction import Prediction
 from kneeoa.contracts.vocab import COMPARTMENT_NAMES
 from kneeoa.utils import strict_json
 
@@ -50,17 +51,18 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
 
 def result_rows(result: dict) -> list[tuple[str, str]]:
     """(quantity, value) rows of one grading result, in reading order, values formatted for display."""
+    p = Prediction.from_result(result)
     rows: list[tuple[str, Any]] = [
-        ("Predicted KL grade", result.get("pred_kl")),
-        ("OA probability", result.get("oa_prob")),
-        ("OA (KL >= 2)", None if result.get("pred_oa") is None else bool(result["pred_oa"])),
+        ("Predicted KL grade", p.pred_kl),
+        ("OA probability", p.oa_prob),
+        ("OA (KL >= 2)", None if p.pred_oa is None else bool(p.pred_oa)),
     ]
-    if result.get("oa_prob_from_kl") is not None:
-        rows.append(("OA probability from KL head", result["oa_prob_from_kl"]))
-    for grade, prob in enumerate(result.get("kl_probs") or []):
+    if p.oa_prob_from_kl is not None:
+        rows.append(("OA probability from KL head", p.oa_prob_from_kl))
+    for grade, prob in enumerate(p.kl_probs or []):
         rows.append((f"P(KL = {grade})", float(prob)))
-    rows += [("KL grade consistent with OA head", result.get("consistent_kl")), ("Heads agree", result.get("heads_agree"))]
-    rows += overlap_rows(result.get("overlap") or {})
+    rows += [("KL grade consistent with OA head", p.consistent_kl), ("Heads agree", p.heads_agree)]
+    rows += overlap_rows(p.overlap or {})
     return [(name, _fmt(value)) for name, value in rows]
 
 
@@ -84,14 +86,15 @@ def overlap_rows(overlap: dict) -> list[tuple[str, Any]]:
 def summary_text(result: dict) -> str:
     """One line for the module panel: grade, OA probability and whether the heads agree."""
     parts = []
-    if result.get("pred_kl") is not None:
-        probs = result.get("kl_probs") or []
-        confidence = f" (p = {probs[result['pred_kl']]:.2f})" if len(probs) > result["pred_kl"] else ""
-        parts.append(f"KL grade {result['pred_kl']}{confidence}")
-    if result.get("oa_prob") is not None:
-        parts.append(f"OA probability {result['oa_prob']:.2f} ({'OA' if result.get('pred_oa') else 'no OA'})")
-    if result.get("heads_agree") is not None:
-        parts.append("KL and OA heads agree" if result["heads_agree"] else "KL and OA heads DISAGREE")
+    p = Prediction.from_result(result)
+    if p.pred_kl is not None:
+        probs = p.kl_probs or ()
+        confidence = f" (p = {probs[p.pred_kl]:.2f})" if len(probs) > p.pred_kl else ""
+        parts.append(f"KL grade {p.pred_kl}{confidence}")
+    if not math.isnan(p.oa_prob):
+        parts.append(f"OA probability {p.oa_prob:.2f} ({'OA' if p.pred_oa else 'no OA'})")
+    if p.heads_agree is not None:
+        parts.append("KL and OA heads agree" if p.heads_agree else "KL and OA heads DISAGREE")
     return " | ".join(parts) or "no prediction"
 
 
