@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kneeoa.contracts.trust import TENSOR_PREFIX as TRUST_TENSOR_PREFIX
 from kneeoa.errors import CheckpointError, ConfigError
 from kneeoa.hierarchy import KL_GRADES, OA_THRESHOLD
 from kneeoa.models.registry import ModelSpec, build_model
@@ -119,6 +120,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         state = load_file(str(path), device="cpu")
     except Exception as err:
         raise CheckpointError(f"truncated or corrupt checkpoint ({err})", path) from None
+    # calibration / OOD statistics (kneeoa.trust.store) live beside the weights under their own prefix
+    state = {k: v for k, v in state.items() if not k.startswith(TRUST_TENSOR_PREFIX)}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
