@@ -32,6 +32,7 @@ COMMANDS = [
     "evaluate_seg",
     "study",
     "demo",
+    "wheelhouse",
 ]
 
 
