@@ -6,7 +6,6 @@ saliency and overlap run in `kneeoa` inside a background process.
 """
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Union
@@ -34,7 +33,7 @@ for _root in (_here.parent, _here):
 from KneeOAGradingLib import selftest, widget_helpers  # noqa: E402  (needs the path above)
 
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_TARGETS  # noqa: E402
-from kneeoa.slicer import deps, display, grading, jobs, module_widget, results  # noqa: E402
+from kneeoa.slicer import deps, display, grading, jobs, module_widget, results, scoring  # noqa: E402
 
 
 class KneeOAGrading(ScriptedLoadableModule):
@@ -99,6 +98,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.gradeAllButton.connect("clicked(bool)", self.onGradeAllButton)
         self.ui.gradedTableView.connect("clicked(QModelIndex)", self.onGradedRowClicked)
@@ -106,10 +106,17 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
         self.initializeParameterNode()
 
     def cleanup(self):
+        self._timer.stop()  # no callback into a widget that is going away
         if self._run is not None:
             self._run.job.cancel()
             self._run.cleanup()
+            self._run = None
+        self._queue = []
         self.removeObservers()
+
+    def onNodeAdded(self, caller, event):
+        # the module's own saliency maps are volumes too: keep them out of the "Knee MRI" list
+        self.ui.inputVolumeSelector.sortFilterProxyModel().hiddenNodeIDs = grading.owned_volume_ids(slicer.mrmlScene)
 
     def onReload(self):
         """Developer 'Reload': reload the kneeoa.slicer helpers and KneeOAGradingLib first, then this module."""
@@ -156,6 +163,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
             self._cancel()
             return
         p = self._parameterNode
+        module_widget.remember_paths(self.ui.checkpointPathLineEdit)
         self._startQueue([p.inputVolume.GetID()])
 
     def onGradeAllButton(self):
@@ -196,8 +204,13 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
     def jobEnvironment(self):
         return jobs.slicer_job_environment()
 
+    def requireDependencies(self, purpose):
+        """Offer to install what is missing (inside Slicer), else a DependencyError naming it."""
+        deps.require(purpose)
+
     def startGrading(self, volumeNode, maskNode, options):
         """Launch `kneeoa grade` for one volume in the background; returns a grading.GradingRun."""
+        self.requireDependencies(_("Grading"))
         workDir = slicer.util.tempDirectory("KneeOAGrading") if hasattr(slicer, "app") else None
         return grading.start(volumeNode, options, maskNode, slicer.mrmlScene, self.jobEnvironment(),
                              jobs.slicer_python(), workDir)
@@ -210,6 +223,7 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
         """Grade one volume node and wait (console/tests). Returns a grading.GradingResult whose nodes
         (saliency, cartilage outlines, result table, KL chart) are in the scene and kept on the volume.
         `segmentationNode` may be a segmentation or a label map with the OAI-ZIB-CM labels."""
+        self.requireDependencies(_("Grading"))
         options = self.gradingOptions(checkpoint, device, saliencyMethod, target)
         note = deps.device_note(device)
         if note:
@@ -228,24 +242,27 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
             display.show_in_viewers(volumeNode, result.saliency_node, result.cartilage_node)
         return result
 
-    def scoreFolder(self, folder, outCsv, checkpoint=None, saliencyDir=None, device="auto"):
-        """Score every volume of a cohort folder into a CSV with `kneeoa.score_folder`, in this process.
-
-        Resumable: an existing `outCsv` is continued, cases already in it are skipped. Progress is printed
-        to the Python console. Blocks Slicer until done: for long cohorts run `kneeoa score` in a terminal."""
-        import kneeoa
-
+    def startScoreFolder(self, folder, outCsv, checkpoint=None, saliencyDir=None, device="auto"):
+        """Start `kneeoa score` on a cohort folder in the background; returns a scoring.ScoringRun
+        (`run.job.poll()` / `run.job.cancel()`, then `run.finish()` for the summary). An existing `outCsv`
+        is continued: cases already in it are skipped."""
+        self.requireDependencies(_("Scoring a folder"))
         options = self.gradingOptions(checkpoint, device)
-        previous = os.environ.get("KNEEOA_PROGRESS")
-        os.environ["KNEEOA_PROGRESS"] = "bar"  # tqdm lines in the console (no terminal here)
+        return scoring.start(folder, options.checkpoint, outCsv, saliencyDir, device, self.jobEnvironment(),
+                             jobs.slicer_python())
+
+    def scoreFolder(self, folder, outCsv, checkpoint=None, saliencyDir=None, device="auto", timeoutS=None):
+        """Score every volume of a cohort folder into a CSV and wait (console): the work runs in a background
+        `kneeoa score` process, Slicer keeps repainting, progress is printed every tenth of the cohort and
+        Ctrl+C / a timeout cancels the whole process tree. Returns {'scored', 'errors', 'skipped', 'total',
+        'out_csv'}; resumable like `kneeoa score --resume`."""
+        run = self.startScoreFolder(folder, outCsv, checkpoint, saliencyDir, device)
         try:
-            summary = kneeoa.score_folder(folder, options.checkpoint, outCsv, saliency_dir=saliencyDir,
-                                          resume=Path(outCsv).exists(), device=device)
-        finally:
-            if previous is None:
-                os.environ.pop("KNEEOA_PROGRESS", None)
-            else:
-                os.environ["KNEEOA_PROGRESS"] = previous
+            run.job.wait(scoring.console_printer(Path(folder).name), timeout_s=timeoutS)
+        except BaseException:
+            run.job.cancel()
+            raise
+        summary = run.finish()
         print(f"KneeOA: scored {summary['scored']}, errors {summary['errors']}, skipped {summary['skipped']} "
               f"of {summary['total']} -> {summary['out_csv']}")
         return summary

@@ -34,7 +34,7 @@ from KneeOATrainingLib import selftest, widget_helpers  # noqa: E402  (needs the
 from kneeoa.contracts.catalog import DEFAULT_BACKBONE, backbone_names, study_backbones  # noqa: E402
 from kneeoa.contracts.vocab import DEVICES, HEADS, PRESETS, VARIANTS, model_name  # noqa: E402
 from kneeoa.errors import ConfigError, JobError  # noqa: E402
-from kneeoa.slicer import jobs, latent_cases, latent_plot, module_widget, training  # noqa: E402
+from kneeoa.slicer import deps, jobs, latent_cases, latent_plot, module_widget, training  # noqa: E402
 
 
 class KneeOATraining(ScriptedLoadableModule):
@@ -77,6 +77,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
     """The training panel; job polling and the latent-space panel live in KneeOATrainingLib.widget_helpers."""
 
     POLL_MS = 300
+    COHORT_SCAN_DELAY_MS = 600
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -103,13 +104,17 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
 
         self.lossPlotView = self._plotView(self.ui.lossPlotFrame, "KneeOATrainingLoss")
         self.latentPlotView = self._plotView(self.ui.latentPlotFrame, "KneeOATrainingLatent")
-        # Left click selects points (default is pan): a picked point loads its case.
-        self.latentPlotView.mrmlPlotViewNode().SetInteractionMode(slicer.vtkMRMLPlotViewNode.InteractionModeSelectPoints)
+        self._configurePlotViews()
         self.latentPlotView.connect("dataSelected(vtkStringArray*,vtkCollection*)", self.onLatentPointsSelected)
         self.ui.progressBar.visible = False
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_MS)
         self._timer.connect("timeout()", self._pollJob)
+        # The cohort summary scans the folder: once typing pauses, not on every keystroke of the path.
+        self._cohortTimer = qt.QTimer()
+        self._cohortTimer.setSingleShot(True)
+        self._cohortTimer.setInterval(self.COHORT_SCAN_DELAY_MS)
+        self._cohortTimer.connect("timeout()", self._showCohortSummary)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -123,6 +128,13 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         self.ui.modelComboBox.connect("currentIndexChanged(int)", lambda index: self._showLatentModel())
         self.initializeParameterNode()
 
+    def _configurePlotViews(self):
+        """Our plot view nodes, left click selecting points (default is pan) so a picked point loads its case.
+        Again after a scene close: `Clear` resets the view nodes to their defaults."""
+        for view, tag in ((self.lossPlotView, "KneeOATrainingLoss"), (self.latentPlotView, "KneeOATrainingLatent")):
+            view.setMRMLPlotViewNode(module_widget.plot_view_node(slicer.mrmlScene, tag))
+        self.latentPlotView.mrmlPlotViewNode().SetInteractionMode(slicer.vtkMRMLPlotViewNode.InteractionModeSelectPoints)
+
     def _plotView(self, frame, tag):
         view = slicer.qMRMLPlotView()
         view.setMRMLScene(slicer.mrmlScene)
@@ -131,8 +143,11 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         return view
 
     def cleanup(self):
+        self._timer.stop()  # no callback into a widget that is going away
+        self._cohortTimer.stop()
         if self._job is not None:
             self._job.cancel()
+            self._job, self._jobKind, self._monitor = None, None, None
         self.removeObservers()
 
     def onReload(self):
@@ -145,6 +160,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
 
     def onSceneEndClose(self, caller, event):
         self._lossNodes, self._latentPlot = (None, None), None  # their nodes went with the scene
+        self._configurePlotViews()
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -158,12 +174,15 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         data, out = training.given_path(p.dataFolder), training.given_path(p.outputFolder)
         if self._shown.get("data") != data:
             self._shown["data"] = data
-            self.ui.cohortSummaryLabel.text = training.cohort_summary(data)
+            self._cohortTimer.start()  # restarts while the user types
         self.ui.headComboBox.enabled = p.variant == "dual"
         if self._shown.get("split") != p.latentSplit and self._latentPoints:
             self._showLatentModel()
         self._shown["split"] = p.latentSplit
         self._updateButtons(data, out)
+
+    def _showCohortSummary(self):
+        self.ui.cohortSummaryLabel.text = training.cohort_summary(self._shown.get("data"))
 
     def _updateButtons(self, data=None, out=None):
         p = self._parameterNode
@@ -185,6 +204,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         p = self._parameterNode
         if not self._ensureDependencies():
             return
+        module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
         with module_widget.showing_errors(_("Cannot start training.")):
             options = self.logic.trainingOptions(p.dataFolder, p.outputFolder, p.backbone, p.variant, p.head,
                                                  p.preset, p.epochs, p.inputSize, p.learningRate, p.seed, p.device)
@@ -194,6 +214,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         p = self._parameterNode
         if not self._ensureDependencies():
             return
+        module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
         with module_widget.showing_errors(_("Cannot start the study.")):
             job, monitor = self.logic.startStudy(p.dataFolder, p.outputFolder, p.preset, p.epochs, p.device)
             self._start("study", job, monitor)
@@ -202,6 +223,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         p = self._parameterNode
         if not self._ensureDependencies():
             return
+        module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
         with module_widget.showing_errors(_("Cannot resume.")):
             job, monitor = self.logic.startResume(p.outputFolder, p.dataFolder, p.preset, p.epochs, p.device)
             self._start("resume", job, monitor)
@@ -228,6 +250,7 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
 
     def startTraining(self, options):
         """Launch `kneeoa train` for a new run in the background; returns the jobs.Job."""
+        deps.require(_("Training"))
         return jobs.Job(training.train_command(options, jobs.slicer_python()), env=self.jobEnvironment()).start()
 
     def startStudy(self, dataFolder, outputFolder, preset="quick", epochs=0, device="auto"):
@@ -235,6 +258,7 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
         data, out = training.given_path(dataFolder), training.given_path(outputFolder)
         if data is None or out is None:
             raise ConfigError("choose the dataset folder and the output folder")
+        deps.require(_("A study"))
         argv = training.study_command(data, out, preset, int(epochs), device, python=jobs.slicer_python())
         models = [model_name(b, v) for b in study_backbones() for v in VARIANTS]
         return jobs.Job(argv, env=self.jobEnvironment()).start(), training.TrainingMonitor(models=models)
@@ -275,11 +299,13 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
 
     def computeLatent(self, folder=None, checkpoint=None, cohort=None, device="auto", timeoutS=None):
         """Embeddings + train-fitted PCA of a run (or checkpoint + cohort), waiting; returns the LatentSource."""
+        deps.require(_("Computing the latent space"))
         source = self.latentSource(folder, checkpoint, cohort, compute=True, device=device)
         return latent_cases.run_source(source, self.jobEnvironment(), timeout_s=timeoutS)
 
     def showLatent(self, source, name=None, split="test", plot=None):
         """The latent scatter of one model (default: the first) as MRML nodes; returns a latent_plot.LatentPlot."""
+        deps.require(_("Showing the latent space"))
         points = latent_plot.read_points(source.points_csv)
         return latent_plot.update_latent_plot(points, name or latent_plot.model_names(points)[0], slicer.mrmlScene,
                                               split, plot)
@@ -292,6 +318,7 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
 
     def loadCase(self, source, caseId, modelName, index=None):
         """Load a case of the latent plot (and the model's saliency map if the study wrote one) into the viewers."""
+        deps.require(_("Loading a case"))
         saliency = latent_cases.saliency_file(source.saliency_dir, modelName, caseId)
         return latent_cases.load_case(caseId, index or self.caseIndex(source), slicer.mrmlScene, saliency,
                                       show=True)

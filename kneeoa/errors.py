@@ -32,3 +32,7 @@ class ConfigError(KneeOAError):
 
 class JobError(KneeOAError):
     """A long job (training, scoring, study) that cannot go on, e.g. out of GPU memory."""
+
+
+class DependencyError(KneeOAError):
+    """A Python package KneeOA needs is not installed (inside 3D Slicer: install it from the module)."""

@@ -61,8 +61,11 @@ class JobRunner:
             self._showLatentSource(self._latentSource)
         else:
             self.ui.statusLabel.text = _("Finished. ") + monitor.status()
-            # the new run or study is what one explores next: Show / Compute take it from here
-            self._parameterNode.latentFolder = training.given_path(self._parameterNode.outputFolder)
+            # the new run or study is what one explores next: Show / Compute take it from here (unless the user
+            # cleared the output field meanwhile: path parameters refuse None)
+            finished = training.given_path(self._parameterNode.outputFolder)
+            if finished is not None:
+                self._parameterNode.latentFolder = finished
         self._updateButtons()
 
     def onCancelButton(self):
@@ -98,6 +101,7 @@ class LatentPanel:
 
     def _showLatentSource(self, source):
         with module_widget.showing_errors(_("Cannot read the latent tables.")):
+            deps.require(_("Showing the latent space"))
             self._latentPoints = latent_plot.read_points(source.points_csv)
             self._latentSummary = latent_plot.read_summary(source.summary_csv)
             names = latent_plot.model_names(self._latentPoints)
@@ -146,6 +150,7 @@ class LatentPanel:
         path = self._exportPath(_("Export latent plot"), ".png", "PNG image (*.png)")
         if path is not None:
             with module_widget.showing_errors(_("Export failed.")):
+                deps.require(_("Exporting a PNG"))
                 latent_plot.export_png(self._latentPlot, path, self._latentSummary.get(self._latentPlot.name))
 
     def onExportCsv(self):

@@ -124,3 +124,24 @@ def test_ensure_installs_nothing_when_the_user_says_no():
     installed = []
     assert deps.ensure(lambda message: False, installed.append, requirements=["surely-not-a-kneeoa-dep>=1"]) is False
     assert installed == []
+
+
+def test_require_passes_when_everything_is_installed():
+    deps.require("Grading")
+
+
+def test_require_offers_the_install_prompt_then_names_what_is_still_missing():
+    from kneeoa.errors import DependencyError
+
+    offered = []
+    with pytest.raises(DependencyError, match="Exporting a PNG needs surely-not-a-kneeoa-dependency>=1.0"):
+        deps.require("Exporting a PNG", ["surely-not-a-kneeoa-dependency>=1.0"], offer=lambda: offered.append(1))
+    assert offered == [1]
+
+
+def test_require_without_an_application_raises_without_asking(monkeypatch):
+    from kneeoa.errors import DependencyError
+
+    monkeypatch.delitem(sys.modules, "slicer", raising=False)
+    with pytest.raises(DependencyError, match="Install from a folder"):
+        deps.require("Grading", ["surely-not-a-kneeoa-dependency>=1.0"])

@@ -90,3 +90,32 @@ def test_ctest_finds_exactly_the_module_self_test(module):
     suite = unittest.TestLoader().loadTestsFromModule(module)
     found = [test.id() for tests in suite for test in tests]
     assert found == ["KneeOAGrading.KneeOAGradingTest.test_GradePhantomCase"]
+
+
+def test_score_folder_runs_in_a_background_process_that_cancel_stops(module, phantom, checkpoint, tmp_path):
+    """The GUI's path: start, poll, cancel; the table keeps what was scored and a rerun continues it."""
+    fresh_scene()
+    logic = module.KneeOAGradingLogic()
+    out = tmp_path / "scores.csv"
+    run = logic.startScoreFolder(str(phantom / "imagesTr"), str(out), checkpoint=checkpoint, device="cpu")
+    assert run.job.argv[1:6] == ["-m", "kneeoa", "--progress", "json", "score"]
+    run.job.cancel()
+    from kneeoa.errors import JobError
+
+    with pytest.raises(JobError, match="cancelled"):
+        run.finish()
+    summary = logic.scoreFolder(str(phantom / "imagesTr"), str(out), checkpoint=checkpoint, device="cpu")
+    assert summary["scored"] + summary["skipped"] == 2 and summary["errors"] == 0
+
+
+def test_grading_without_dependencies_is_one_clear_error(module, monkeypatch):
+    from kneeoa.errors import DependencyError
+    from kneeoa.slicer import deps
+
+    monkeypatch.setattr(deps, "REQUIREMENTS", ("surely-not-a-kneeoa-dependency>=1.0",))
+    scene = fresh_scene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    with pytest.raises(DependencyError, match="Grading needs surely-not-a-kneeoa-dependency"):
+        module.KneeOAGradingLogic().process(volume)
+    with pytest.raises(DependencyError, match="Scoring a folder needs"):
+        module.KneeOAGradingLogic().scoreFolder("/nowhere", "/nowhere.csv")

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, shard=args.shard, workers=args.workers,
                           batch_size=args.batch_size, device=args.device, saliency_method=args.saliency_method,
                           target=args.target)
+    from kneeoa.progress import emit
+
+    emit("result", task="score", **result)  # Slicer's background scoring reads the summary from this line
     print(f"{result['out_csv']}: {result['scored']} scored, {result['errors']} failed, "
           f"{result['skipped']} already done", file=sys.stderr)
     return 0

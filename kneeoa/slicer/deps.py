@@ -220,3 +220,36 @@ def ensure(confirm: Callable[[str], bool | str | Path], install_plan_with: Calla
     else:
         install_plan_with(plan)
     return check(requirements, torch_requirement).ok
+
+
+def _offer_in_slicer() -> Callable[[], bool] | None:
+    """The module's install prompt when a Slicer application runs this code, else None (headless, tests)."""
+    import sys
+
+    slicer = sys.modules.get("slicer")
+    if slicer is None or getattr(slicer, "app", None) is None:
+        return None
+    from kneeoa.slicer.module_widget import offer_dependencies
+
+    return offer_dependencies
+
+
+def require(purpose: str, requirements: tuple[str, ...] | list[str] | None = None,
+            offer: Callable[[], bool] | None = None) -> None:
+    """Call before anything that needs KneeOA's packages in *this* process (console `process()`, latent tables,
+    PNG export, a case load): inside Slicer the install prompt is offered; if something is still missing a
+    DependencyError says what and how to get it (never a raw ImportError from deep inside)."""
+    from kneeoa.errors import DependencyError
+
+    requirements = REQUIREMENTS if requirements is None else requirements
+    report = check(requirements)
+    if report.ok:
+        return
+    offer = offer if offer is not None else _offer_in_slicer()
+    if offer is not None and offer() and check(requirements).ok:
+        return
+    report = check(requirements)
+    missing = ([] if report.torch_ok else [TORCH_REQUIREMENT]) + report.missing
+    raise DependencyError(f"{purpose} needs {', '.join(missing)}, not installed in this Slicer: open a KneeOA "
+                          "module and accept the offer to install them (offline: 'Install from a folder...' with "
+                          "a `kneeoa wheelhouse` folder)")

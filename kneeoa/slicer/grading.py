@@ -141,6 +141,16 @@ def gradable_volumes(scene: Any) -> list[Any]:
     return found
 
 
+def owned_volume_ids(scene: Any) -> list[str]:
+    """IDs of the volumes this module made (saliency maps): the "Knee MRI" selector hides them."""
+    ids = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        if node.GetAttribute(OWNED_ATTRIBUTE) == "1":
+            ids.append(node.GetID())
+    return ids
+
+
 def _case_key(name: str) -> str:
     return re.sub(r"_\d{4}$", "", name.strip().lower())  # nnU-Net channel suffix: oaizib_001_0000 -> oaizib_001
 

@@ -73,6 +73,14 @@ def reload_helpers(*packages: str) -> list[str]:
     return reloaded
 
 
+def remember_paths(*line_edits: Any) -> None:
+    """Add each ctkPathLineEdit's current path to its history (saved under its `settingKey`) when one is set:
+    called when a job starts, so the drop-down offers the folders and checkpoints used before."""
+    for edit in line_edits:
+        if str(getattr(edit, "currentPath", "") or "").strip() not in ("", "."):
+            edit.addCurrentPathToHistory()
+
+
 def html_table(rows: Iterable[tuple[Any, Any]]) -> str:
     """(name, value) rows as the small two-column HTML table the module panels show in a QLabel."""
     return "<table>" + "".join(f"<tr><td><b>{k}</b>&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
@@ -106,11 +114,33 @@ def offer_dependencies() -> bool:
 
     from kneeoa.slicer import deps
 
-    def confirm(message: str) -> bool:
-        return slicer.util.confirmOkCancelDisplay(message + "\n\n" + _("Install now?"), windowTitle="KneeOA")
+    def confirm(message: str) -> bool | str:
+        """Install from the internet (True), from a wheelhouse folder (its path) or not at all (False)."""
+        import qt
 
-    def install(plan: deps.InstallPlan) -> None:  # the wait cursor only while installing, not over the question
+        from kneeoa.slicer import wheelhouse
+
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle("KneeOA")
+        box.setText(message + "\n\n" + _("Install now? Without internet, choose a folder made by "
+                                         "`kneeoa wheelhouse` on a connected machine."))
+        online = box.addButton(_("Install"), qt.QMessageBox.AcceptRole)
+        offline = box.addButton(_("Install from a folder..."), qt.QMessageBox.ActionRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.exec_()
+        if box.clickedButton() == online:
+            return True
+        if box.clickedButton() != offline:
+            return False
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("KneeOA wheelhouse folder"))
+        problems = wheelhouse.verify(folder) if folder else ["no folder chosen"]
+        if problems:
+            slicer.util.errorDisplay(_("Not a usable wheelhouse:") + "\n" + "\n".join(problems[:5]))
+            return False
+        return folder
+
+    def install(plan: deps.InstallPlan, find_links: str | None = None) -> None:  # wait cursor only while installing
         with showing_errors(_("Installing KneeOA dependencies failed.")):
-            deps.install(plan)
+            deps.install(plan, find_links=find_links)
 
     return deps.ensure(confirm, install)
