@@ -34,6 +34,7 @@ REQUIREMENTS = (
     "pyyaml>=6",
     "tqdm>=4.60",
     "isal>=1.6",
+    "netcal>=1.3",
 )
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*(?:(>=|==)\s*([0-9][0-9A-Za-z.\-+]*))?\s*$")
 
