@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kneeoa.contracts.schemas import SCORE_COLUMNS
 from kneeoa.errors import InputError
+from kneeoa.utils.atomic import umask_mode
 
 
 def _line(values: list) -> str:
@@ -46,6 +47,7 @@ def ensure_header(path: Path) -> None:
     if path.exists():
         return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, umask_mode())  # mkstemp makes 0600: the table follows the umask like any output
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(_line(SCORE_COLUMNS))

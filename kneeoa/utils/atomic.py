@@ -9,6 +9,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` filtered by the process umask: what `open()` would give a new file.
+
+    `tempfile.mkstemp` always creates 0600 files, so an atomically written output would stay private
+    whatever the umask (colleagues on a shared server could not open a report). Reading the umask needs
+    setting it; /proc/self/status tells it without that on Linux (no window where another thread sees 0).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return mode & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return mode & ~current
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success it replaces `path` atomically, on error it is removed.
@@ -20,12 +39,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, umask_mode())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # a library may have replaced the temp file (new inode, its own mode): set the mode again
+        os.chmod(tmp_path, umask_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -44,7 +68,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def append_line(path: str | Path, line: str) -> None:
     """Append one complete line with a single write + fsync (O_APPEND): concurrent writers never interleave."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # umask applies
     try:
         os.write(fd, data)
         os.fsync(fd)
