@@ -1,6 +1,11 @@
 """The `kneeoa` command. Each subcommand lives in `kneeoa/commands/<name>.py` and exposes
 `add_parser(subparsers)` which registers itself with `set_defaults(func=run)`; `run(args) -> int`.
-Command modules import only argparse at module level, so `kneeoa --help` is instant."""
+Command modules import only argparse at module level, so `kneeoa --help` is instant (tested: no torch).
+
+Every subcommand's help says what it does, its inputs, its outputs and one example (`inputs:`,
+`outputs:`, `example:` lines in its description; Testing/tests/test_cli_help.py checks every command
+listed here). Every command that computes gets `--threads N` from here (kneeoa/threads.py).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ import warnings
 
 from kneeoa import __version__
 from kneeoa.errors import KneeOAError
+from kneeoa.progress import mode as progress_mode
+from kneeoa.threads import configure_threads
 
-# order = order in `kneeoa --help`
+# modules in kneeoa/commands/, in `kneeoa --help` order (a module's command may use dashes: import-paper-checkpoint)
 COMMANDS = [
     "models",
     "phantom",
@@ -34,17 +41,69 @@ COMMANDS = [
     "demo",
     "wheelhouse",
 ]
+# commands that only read and write tables or list names: no thread pools to size
+NO_THREADS = {"models", "merge"}
+# long jobs say how many threads they use even when no one watches a terminal (a log then tells why it was slow);
+# short ones only on a terminal, so a script's stderr keeps just the result or the one error line
+LONG_COMMANDS = {"train", "study", "demo"}
+
+DESCRIPTION = """KneeOA: knee osteoarthritis from 3D MRI - OA (yes/no) and Kellgren-Lawrence grade (0-4).
+
+Train the three backbones (ResNet3D, M3T, nnMamba) with Single-OA, Single-KL or Dual-head supervision,
+evaluate and compare them (paired statistics, latent geometry, saliency over the cartilage), grade or
+batch-score volumes, and write one HTML report. Runs on a laptop CPU (the phantom demo) or GPU servers."""
+
+EPILOG = """examples:
+  kneeoa demo                                  phantom cohort -> quick 3x3 study -> demo_run/study/report.html
+  kneeoa phantom cohort --train 20 --test 10   a synthetic cohort in the OAI-ZIB-CM layout
+  kneeoa grade knee.nii.gz --checkpoint Resources/demo_model.safetensors --result-json knee.json
+  kneeoa COMMAND --help                        what a command does, reads and writes, with an example
+
+Every computing command takes --threads N (default: half the CPU cores; printed when it starts)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the descriptions' line breaks; add '(default: X)' to an option's help unless it says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """The one `--threads` option every computing command shares."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch/numpy (default: $KNEEOA_THREADS, $OMP_NUM_THREADS, else half "
+                             "the cores, at least 1: a busy machine then slows a job down by its share instead of "
+                             "stalling it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kneeoa", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="kneeoa", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"kneeoa {__version__}")
     parser.add_argument("--progress", choices=["bar", "json", "none"], default=None,
                         help="progress display (default: bar on a terminal); json = machine-readable lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"kneeoa.commands.{name}").add_parser(sub)
+    for module in COMMANDS:
+        before = set(sub.choices)
+        importlib.import_module(f"kneeoa.commands.{module}").add_parser(sub)
+        for name in [n for n in sub.choices if n not in before]:  # e.g. import-paper-checkpoint (+ aliases)
+            command = sub.choices[name]
+            command.formatter_class = HelpFormatter
+            if name not in NO_THREADS and "--threads" not in command._option_string_actions:
+                add_threads_option(command)
     return parser
+
+
+def command_names() -> list[str]:
+    """Every subcommand as typed on the command line, in `kneeoa --help` order."""
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(action.choices)
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -72,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if "threads" in vars(args):
+            # before the command imports torch/numpy: they size their pools when they load
+            configure_threads(args.threads, announce=args.command in LONG_COMMANDS or progress_mode() == "bar")
         return int(args.func(args) or 0)
     except KneeOAError as err:
         print(f"kneeoa {args.command}: error: {err}", file=sys.stderr)

@@ -121,3 +121,20 @@ def test_a_missing_column_names_the_file(preds_dir):
 def test_an_empty_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no <backbone>_<variant>_preds.csv"):
         compare_dual_vs_single(tmp_path, n_resamples=10)
+
+
+@pytest.mark.parametrize("keep, says", [
+    (["resnet3d_dual"], "resnet3d has dual but no single_oa or single_kl predictions"),
+    (["m3t_single_oa", "m3t_single_kl"], "m3t has single_kl, single_oa but no dual predictions"),
+])
+def test_stats_on_a_folder_without_any_pair_is_an_error_naming_what_is_missing(preds_dir, tmp_path, capsys, keep,
+                                                                                says):
+    """One variant only: no test can run, so `kneeoa stats` must not exit 0 with '0 tests' and an empty CSV."""
+    for path in preds_dir.glob("*_preds.csv"):
+        if path.name.removesuffix("_preds.csv") not in keep:
+            path.unlink()
+    out = tmp_path / "stats.csv"
+    assert main(["stats", str(preds_dir), "--out", str(out), "--resamples", "50"]) == 1
+    err = capsys.readouterr().err
+    assert "kneeoa stats: error:" in err and str(preds_dir) in err and says in err
+    assert not out.exists()

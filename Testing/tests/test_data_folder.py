@@ -74,7 +74,8 @@ def test_nnunet_style_names_match_masks(tmp_path):
     root = tmp_path / "f"
     write_volume(root / "case7_0000.nii.gz", image())
     write_nifti(root / "labels" / "case7.nii.gz", mask(), np.eye(4), is_label=True)
-    assert load_cohort(root).case("case7_0000").mask == root / "labels" / "case7.nii.gz"
+    # the one case-id rule: the nnU-Net channel tag is not part of the case id
+    assert load_cohort(root).case("case7").mask == root / "labels" / "case7.nii.gz"
 
 
 def test_empty_folder(tmp_path):

@@ -179,3 +179,14 @@ def test_the_payloads_are_live(kind, tmp_path):
     else:
         pickle.loads(evil.read_bytes())
     assert marker.exists()
+
+
+@pytest.mark.parametrize("entry", CLI_ENTRIES)
+def test_a_spreadsheet_given_as_checkpoint_is_called_a_zip_archive(env, entry, tmp_path, monkeypatch, capsys):
+    """An .xlsx (a ZIP archive) is not a torch.save file: the message says what the file is."""
+    from kneeoa.data.tables import write_table
+
+    sheet = write_table(tmp_path / "subInfo_test.xlsx", [{"CMT-ID": 1, "KLGrade": 2}], ["CMT-ID", "KLGrade"])
+    rc = run_main(monkeypatch, *_cli_args(entry, env, Path(sheet), tmp_path / "out"))
+    message = assert_one_clear_error(rc, capsys.readouterr().err, entry, sheet, "a ZIP archive")
+    assert "not a KneeOA checkpoint" in message and "pickle" not in message

@@ -7,13 +7,13 @@ is recorded and the job goes on; maps already written stay.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.case_ids import case_id_from_name, saliency_map_name
 from kneeoa.contracts.vocab import CARTILAGE_LABELS, MASK_LABELS
 from kneeoa.errors import ConfigError, KneeOAError
 
@@ -32,9 +32,7 @@ class SaliencyCase:
 
 def case_id_from_path(path: str | Path) -> str:
     """`imagesTs/oaizib_405_0000.nii.gz` -> `oaizib_405` (image suffix and the nnU-Net channel tag dropped)."""
-    from kneeoa.data.volume import volume_stem
-
-    return re.sub(r"_0000$", "", volume_stem(path))
+    return case_id_from_name(path)
 
 
 def parse_labels(text: str | Any) -> tuple[int, ...]:
@@ -106,7 +104,7 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
 
 def map_name(case_id: str, head: str | None = None) -> str:
     """`<case_id>_saliency.nii.gz`, or `<case_id>_saliency_<head>.nii.gz` in the 'both' mode."""
-    return f"{case_id}_saliency.nii.gz" if head is None else f"{case_id}_saliency_{head}.nii.gz"
+    return saliency_map_name(case_id, head)
 
 
 def parse_topk(text: str | Any) -> tuple[float, ...]:

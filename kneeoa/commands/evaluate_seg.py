@@ -10,8 +10,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "evaluate-seg", help="Dice and HD95 (mm) per label per case against reference masks (MONAI metrics)",
         description="Pairs the label maps in PRED (e.g. the output folder of `kneeoa segment`) with the "
                     "reference masks by case id and writes one row per case and label (columns case_id, label, "
-                    "label_name, dice, hd95_mm, ...); prints mean, SD and range per label. Example: kneeoa "
-                    "evaluate-seg segs/ --reference phantom/labelsTs --out seg_metrics.csv")
+                    "label_name, dice, hd95_mm, ...); prints mean, SD and range per label.\n\n"
+                    "inputs:   PRED folder of label maps, --reference masks (a folder or a cohort root)\n"
+                    "outputs:  --out metrics table (.csv); a per-label summary on stdout\n"
+                    "example:  kneeoa evaluate-seg segs/ --reference phantom/labelsTs --out seg_metrics.csv")
     p.add_argument("pred", help="folder of predicted label maps (<case_id>.nii.gz)")
     p.add_argument("--reference", required=True, help="folder of reference masks, or a cohort root with masks")
     p.add_argument("--out", required=True, help="metrics table (.csv)")

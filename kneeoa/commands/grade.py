@@ -10,17 +10,25 @@ import argparse
 
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS
 
+DESCRIPTION = """Grade one knee MRI volume with a checkpoint: OA probability, KL probabilities, the hierarchy-
+consistent decision, optionally a saliency map and its overlap with a cartilage mask. This is what the
+KneeOAGrading Slicer module runs in a background process (with --progress json).
+
+inputs:   IMAGE (NIfTI, NRRD, MHA or a DICOM series folder), --checkpoint, optional --mask
+outputs:  --result-json (the result as JSON), optional --saliency-out (.nii.gz on the image grid)
+example:  kneeoa grade knee_0000.nii.gz --checkpoint Resources/demo_model.safetensors --result-json knee.json"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("grade", help="grade one volume (probabilities, saliency, overlap) -> JSON",
-                              description="Grade one knee MRI volume with a checkpoint.")
+                              description=DESCRIPTION)
     p.add_argument("image", help="image (NIfTI, NRRD, MHA or a DICOM series folder)")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     p.add_argument("--mask", help="cartilage mask on the image grid (OAI-ZIB-CM labels) -> overlap metrics")
     p.add_argument("--saliency-out", help="write the saliency map here (.nii.gz, image grid)")
-    p.add_argument("--saliency-method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS)
+    p.add_argument("--saliency-method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS,
+                   help="attribution method")
     p.add_argument("--target", default="auto", help="auto, kl, oa or a KL grade 0-4")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
     p.add_argument("--result-json", required=True, help="result file (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --result-json / --saliency-out")
     p.set_defaults(func=run)

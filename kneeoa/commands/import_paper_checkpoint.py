@@ -12,8 +12,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "nnMambaEncoder, DualHeadModel for Dual) with torch.load(weights_only=True), recognises the "
                     "backbone, variant and widths, and writes a KneeOA .safetensors checkpoint whose outputs equal "
                     "the paper model's. Imported M3T models keep the paper code's attention and squaring "
-                    "(paper_code_quirks). Example: kneeoa import-paper-checkpoint "
-                    "resnet3d_dualhead_final.pth resnet3d_dual.safetensors")
+                    "(paper_code_quirks).\n\n"
+                    "inputs:   SRC, the paper's .pth state dict\n"
+                    "outputs:  DST, a KneeOA checkpoint (.safetensors with a model card)\n"
+                    "example:  kneeoa import-paper-checkpoint resnet3d_dualhead_final.pth resnet3d_dual.safetensors")
     p.add_argument("src", help="the paper's .pth file")
     p.add_argument("dst", help="KneeOA checkpoint to write (.safetensors)")
     p.add_argument("--input-shape", nargs=3, type=int, metavar=("D", "H", "W"), default=None,

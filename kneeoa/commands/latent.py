@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """Latent geometry of model embeddings. For each <name>_embeddings.npz: StandardScaler + PCA(2) fitted
+on train, then on test: explained variance, |Spearman rho| of PC1 with KL, OA (and the true severity on
+the phantom), a 1-D logistic OA probe AUROC and the order of the KL centroids along PC1.
+
+inputs:   EMB: <name>_embeddings.npz files (from `kneeoa predict --embeddings`) or folders holding them
+outputs:  OUT/latent_summary.csv, OUT/latent_points.csv, OUT/pca_grid.png
+example:  kneeoa latent study/predictions --out study/latent"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "latent", help="latent geometry of embeddings: PCA fitted on train, rho(PC1, KL), OA probe, PCA grid",
-        description="For each <name>_embeddings.npz (written by `kneeoa predict --embeddings`; folders are searched): "
-                    "StandardScaler + PCA(2) fitted on train, then on test: explained variance, |Spearman rho| of PC1 "
-                    "with KL, OA (and the true severity on the phantom), a 1-D logistic OA probe AUROC and the KL "
-                    "centroid order along PC1. Writes latent_summary.csv, latent_points.csv and pca_grid.png.")
+        description=DESCRIPTION)
     p.add_argument("inputs", nargs="+", metavar="EMB", help="embeddings .npz files or folders holding them")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)

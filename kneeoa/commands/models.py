@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """List every backbone x variant (Dual twice: chained and parallel heads) with its parameter count and
+embedding width, built on the meta device (no memory, no weights).
+
+inputs:   none (optionally the input shape and width to size them for)
+outputs:  a table on stdout (JSON lines with --json)
+example:  kneeoa models --input-shape 32 32 32 --width 8"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("models", help="list backbones x variants with parameter counts",
-                              description=__doc__)
+                              description=DESCRIPTION)
     p.add_argument("--input-shape", nargs=3, type=int, metavar=("D", "H", "W"), default=None,
                    help="model input size (default: the paper's, 160 256 256; M3T 128^3). M3T needs a cube: "
                         "for a non-cube shape its row uses N = D")

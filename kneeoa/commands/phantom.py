@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """Write a synthetic knee MRI cohort in the OAI-ZIB-CM layout: a procedural knee phantom whose latent OA
+severity drives the findings, with a noisy recorded KL grade. Same arguments -> byte-identical files.
+
+inputs:   none
+outputs:  OUT_DIR/imagesTr, labelsTr, imagesTs, labelsTs (NIfTI), subInfo_train.xlsx, subInfo_test.xlsx,
+          kneeSideInfo.csv (+ preview.png with --preview); a summary on stdout
+example:  kneeoa phantom cohort --train 20 --test 10 --shape 32 32 32 --seed 0"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `kneeoa phantom`."""
     p = subparsers.add_parser(
         "phantom", help="generate a synthetic knee MRI cohort (OAI-ZIB-CM layout)",
-        description="Write imagesTr/labelsTr/imagesTs/labelsTs, subInfo_train.xlsx, subInfo_test.xlsx and "
-                    "kneeSideInfo.csv for a procedural knee phantom whose latent OA severity drives the "
-                    "findings. Same arguments -> byte-identical files.")
+        description=DESCRIPTION)
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created; must not hold other cases)")
     p.add_argument("--train", type=int, default=120, help="training cases (default 120)")
     p.add_argument("--test", type=int, default=40, help="test cases, numbered after the training ones (default 40)")

@@ -7,13 +7,19 @@ import sys
 
 from kneeoa.contracts.vocab import CARTILAGE_LABELS, SALIENCY_METHODS
 
+DESCRIPTION = """Saliency maps for one image or a cohort split, on the original image grid (values in [0, 1]), and,
+where cartilage masks exist, their overlap with the cartilage (mass@ROI, top-k@ROI, Dice@k, per
+compartment).
+
+inputs:   --checkpoint, --image (+ optional --mask) or --data (a cohort root with masks)
+outputs:  OUT/<case_id>_saliency.nii.gz per case, OUT/saliency_overlap.csv (with a mean row)
+example:  kneeoa saliency --checkpoint Resources/demo_model.safetensors --data cohort --limit 2 --out maps"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `kneeoa saliency`."""
     p = subparsers.add_parser(
         "saliency", help="saliency maps (NIfTI on the image grid) and their overlap with the cartilage mask",
-        description="Write <case_id>_saliency.nii.gz per case (values in [0,1], original grid and affine) and, "
-                    "where masks exist, saliency_overlap.csv (mass@ROI, top-k@ROI, Dice@k, per compartment).")
+        description=DESCRIPTION)
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="one image (NIfTI, NRRD, MHA or a DICOM series folder)")

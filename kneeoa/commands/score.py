@@ -6,27 +6,33 @@ import argparse
 
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS
 
+DESCRIPTION = """Score every volume of a folder into one CSV row each: status, OA probability, KL probabilities, the
+predicted and the hierarchy-consistent KL. Unreadable volumes become error rows and the job goes on.
+Resumable (--resume), shardable (--shard, then `kneeoa merge`); under torchrun every rank scores its
+share into the same table.
+
+inputs:   FOLDER (NIfTI, NRRD, MHA files or DICOM series folders; a cohort root), --checkpoint
+outputs:  --out scores table (.csv); with --saliency DIR, DIR/<case_id>_saliency.nii.gz
+example:  kneeoa score cohort/imagesTs --checkpoint Resources/demo_model.safetensors --out scores.csv"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "score", help="score every volume of a folder into a CSV (resumable, shardable)",
-        description="One row per volume: status, OA probability, KL probabilities, predicted and hierarchy-"
-                    "consistent KL. Unreadable volumes become error rows and the job goes on. Under torchrun "
-                    "every rank scores its share into the same table.")
+        description=DESCRIPTION)
     p.add_argument("folder", help="cohort folder (NIfTI, NRRD, MHA files or DICOM series folders)")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     p.add_argument("--out", required=True, help="scores table (.csv)")
     p.add_argument("--saliency", metavar="DIR", help="also write <case_id>_saliency.nii.gz maps here")
     p.add_argument("--saliency-method", default=SALIENCY_METHODS[0],
-                   choices=SALIENCY_METHODS)
+                   choices=SALIENCY_METHODS, help="attribution method of the --saliency maps")
     p.add_argument("--target", default="auto", help="saliency target: auto, kl, oa or a KL grade 0-4")
     p.add_argument("--resume", action="store_true", help="skip cases already in the table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
     p.add_argument("--shard", metavar="I/N", help="score every N-th case starting at I (0-based), e.g. 0/4")
     p.add_argument("--workers", type=int, default=None,
                    help="loader processes reading + preprocessing (default: 0 on <= 2 cores, else half the cores up to 4)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--batch-size", type=int, default=1, help="volumes per forward pass")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
     p.set_defaults(func=run)
 
 

@@ -13,15 +13,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Write a label map on the image's own grid and affine (sliding windows, Gaussian blending) "
                     "and the cartilage thickness per compartment (mm). IMAGE: --out is the label map "
                     "(.nii.gz). FOLDER: --out is a folder receiving <case_id>.nii.gz and segmentations.csv "
-                    "(one row per case; resumable, shardable). Example: kneeoa segment scans/ --checkpoint "
-                    "Resources/demo_seg_model.safetensors --out segs/")
+                    "(one row per case; resumable, shardable).\n\n"
+                    "inputs:   INPUT (an image, a DICOM series folder or a cohort folder), --checkpoint (a segmenter)\n"
+                    "outputs:  --out label map (.nii.gz), or a folder of <case_id>.nii.gz + segmentations.csv\n"
+                    "example:  kneeoa segment scans/ --checkpoint Resources/demo_seg_model.safetensors --out segs/")
     p.add_argument("input", help="image file, DICOM series folder, or a cohort folder")
     p.add_argument("--checkpoint", required=True, help="segmenter (.safetensors from `kneeoa train-seg`)")
     p.add_argument("--out", required=True, help="label map file (one image) or output folder (folder)")
     p.add_argument("--resume", action="store_true", help="folder: skip cases already in segmentations.csv")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--shard", metavar="I/N", help="folder: segment every N-th case starting at I")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
     p.set_defaults(func=run)
 
 

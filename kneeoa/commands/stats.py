@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """The Dual-vs-Single paired statistics: for each backbone, Dual against Single-OA on OA accuracy and AUC
+and against Single-KL on the KL metrics (18 tests for 3 backbones): McNemar for OA accuracy, paired
+bootstrap otherwise, Benjamini-Hochberg over the family. Needs, per backbone, the dual file and at least
+one single file.
+
+inputs:   PREDS_DIR with <backbone>_<variant>_preds.csv (variant single_oa, single_kl, dual), as written
+          by `kneeoa predict`
+outputs:  --out CSV (one row per test), <out>_no_fdr.csv (the rows before the FDR step) and
+          <out>_protocol.json next to it; optional --plot forest plot and --bars bar chart (PNG)
+example:  kneeoa stats study/predictions --out stats.csv --plot forest.png"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "stats", help="Dual vs Single paired statistics over <backbone>_<variant>_preds.csv files",
-        description="Reads <backbone>_<variant>_preds.csv (backbone resnet3d|m3t|mamba|nnmamba, variant "
-                    "single_oa|single_kl|dual) from PREDS_DIR, runs the 18-test protocol (McNemar for OA accuracy, "
-                    "paired bootstrap otherwise, Benjamini-Hochberg over the family) and writes one row per test, plus "
-                    "<out>_no_fdr.csv (the rows before the FDR step) and <out>_protocol.json next to it, as the "
-                    "paper's results folder. Example: kneeoa stats preds/ --out stats.csv")
+        description=DESCRIPTION)
     p.add_argument("preds_dir", metavar="PREDS_DIR", help="folder with the prediction CSVs")
     p.add_argument("--out", required=True, help="output CSV (one row per test)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples B (default 10000)")
@@ -27,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from kneeoa.analysis.compare import compare_dual_vs_single, write_stats_csv
-    from kneeoa.errors import ConfigError
+    from kneeoa.errors import ConfigError, InputError
     from kneeoa.progress import emit
     from kneeoa.report.paper_figures import write_stats_extras
 
@@ -36,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     start = time.perf_counter()
     result = compare_dual_vs_single(args.preds_dir, n_resamples=args.resamples, seed=args.seed)
+    if not result.rows:
+        raise InputError(f"no Dual-vs-Single test can run: {_missing_pairs(result.files)}", args.preds_dir)
     out = write_stats_csv(args.out, result.rows)
     write_stats_extras(args.out, result.rows, args.resamples, args.seed)  # <out>_no_fdr.csv, <out>_protocol.json
     for line in result.skipped:
@@ -63,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
     emit("result", task="stats", out=str(out), n_tests=len(result.rows), skipped=result.skipped,
          figures=figures, seconds=round(seconds, 3))
     return 0
+
+
+def _missing_pairs(files: dict) -> str:
+    """What each backbone has and lacks, e.g. 'resnet3d has dual but no single_oa or single_kl predictions'."""
+    found: dict[str, list[str]] = {}
+    for backbone, variant in sorted(files):
+        found.setdefault(backbone, []).append(variant)
+    parts = []
+    for backbone, variants in found.items():
+        if "dual" not in variants:
+            parts.append(f"{backbone} has {', '.join(variants)} but no dual predictions ({backbone}_dual_preds.csv)")
+        else:
+            parts.append(f"{backbone} has dual but no single_oa or single_kl predictions "
+                         f"({backbone}_single_oa_preds.csv / {backbone}_single_kl_preds.csv)")
+    return "; ".join(parts) + " - each test pairs a dual file with a single file of the same backbone"
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

@@ -7,12 +7,18 @@ import argparse
 from kneeoa.contracts.catalog import backbone_names
 from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, VARIANTS
 
+DESCRIPTION = """Train one backbone x variant on a cohort into a run directory (config, log, checkpoints, metrics).
+Resumable from the last complete epoch; run under torchrun for several GPUs/processes
+(torchrun --nproc_per_node N -m kneeoa train ...).
+
+inputs:   --data (a cohort root or a generic folder; --labels for its table), --preset and overrides
+outputs:  RUN/config.json, RUN/log.jsonl, RUN/checkpoints/last.safetensors (+ best), RUN/metrics.json
+example:  kneeoa train --data cohort --backbone resnet3d --variant dual --epochs 2 --out runs/resnet3d_dual"""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train a model (preset + overrides) into a run directory",
-        description="Train one backbone x variant. Run under torchrun for several GPUs/processes "
-                    "(torchrun --nproc_per_node N -m kneeoa train ...).")
+        description=DESCRIPTION)
     p.add_argument("--data", help="cohort root (OAI-ZIB-CM layout or a generic folder); not needed with --resume")
     p.add_argument("--labels", help="labels table for a generic folder (case id + KL columns)")
     p.add_argument("--backbone", choices=backbone_names(), help="network (required for a new run)")
@@ -20,16 +26,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="quick", help="quick, paper or a YAML file (default: quick)")
     p.add_argument("--out", required=True, help="run directory")
     g = p.add_argument_group("overrides (default: the preset's value)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--epochs", type=int, help="training epochs")
+    g.add_argument("--lr", type=float, help="AdamW learning rate")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    g.add_argument("--batch-size", type=int, help="volumes per step (per process under torchrun)")
     g.add_argument("--input-size", type=int, nargs="+", metavar="N", help="D H W, or one N for a cube")
     g.add_argument("--width", type=int, help="base channel width")
     g.add_argument("--head", choices=HEADS, help="dual-head topology")
     g.add_argument("--lambda-oa", type=float, help="weight of the OA loss (dual)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", choices=DEVICES)
+    g.add_argument("--seed", type=int, help="seed of weights, split order and augmentation")
+    g.add_argument("--device", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
     g.add_argument("--workers", type=int, help="DataLoader worker processes")
     g.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA")
     g.add_argument("--channels-last", action="store_true", default=None, help="channels_last_3d memory format")

@@ -15,21 +15,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "a folder's masks/): Dice + CE loss, patches centred on the thin cartilage labels, "
                     "evaluation of the test split (Dice, HD95) with sliding windows. The run directory, --resume, "
                     "progress and checkpoints work as in `kneeoa train`; RUN/checkpoints/last.safetensors is the "
-                    "segmenter for `kneeoa segment`. Example: kneeoa train-seg --data phantom --preset quick "
-                    "--out runs/seg")
+                    "segmenter for `kneeoa segment`.\n\n"
+                    "inputs:   --data (a cohort root with masks), --preset and overrides\n"
+                    "outputs:  the run directory --out (as `kneeoa train`: config, metrics, checkpoints)\n"
+                    "example:  kneeoa train-seg --data phantom --preset quick --out runs/seg")
     p.add_argument("--data", help="cohort root with masks; not needed with --resume")
     p.add_argument("--preset", default="quick", help="quick (phantom, CPU, minutes), paper (OAI-ZIB-CM, GPU) or YAML")
     p.add_argument("--out", required=True, help="run directory")
     g = p.add_argument_group("overrides (default: the preset's value)")
-    g.add_argument("--arch", choices=SEG_ARCHS)
+    g.add_argument("--arch", choices=SEG_ARCHS, help="MONAI network")
     g.add_argument("--width", type=int, help="channels at full resolution")
     g.add_argument("--patch", type=int, nargs="+", metavar="N", help="patch size i j k (multiples of 8), or one N")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--epochs", type=int, help="training epochs")
+    g.add_argument("--lr", type=float, help="learning rate")
     g.add_argument("--batch-size", type=int, help="patches per step")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", choices=DEVICES)
-    g.add_argument("--amp", choices=AMP_MODES)
+    g.add_argument("--seed", type=int, help="seed of weights and patch sampling")
+    g.add_argument("--device", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
+    g.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA")
     g.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

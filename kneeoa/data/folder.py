@@ -1,9 +1,9 @@
 """Generic cohort folder: any folder of volumes, optional masks matched by name, optional labels table.
 
 - Images: `*.nii`, `*.nii.gz`, `*.nrrd`, `*.nhdr`, `*.mha`, `*.mhd` directly in the folder, and
-  sub-folders holding a DICOM series. Case id = file name without its suffix (or the folder name).
-- Masks: `masks/<id>.*` or `labels/<id>.*` (nnU-Net's `<id>_0000` image names also match `<id>`), or a
-  sibling `<id>_mask.*` / `<id>_seg.*`.
+  sub-folders holding a DICOM series. Case id = file name without its suffix (or the folder name), and
+  without nnU-Net's channel tag: `oaizib_161_0000.nii.gz` is case `oaizib_161` (kneeoa.contracts.case_ids).
+- Masks: `masks/<id>.*` or `labels/<id>.*`, or a sibling `<name>_mask.*` / `<name>_seg.*`.
 - Labels: a table (`labels=`, or `labels.csv` / `labels.xlsx` in the folder) with an id column
   (case_id, case, id, subject or image) and a KL column (kl, kl_grade, klgrade); optional `split`
   column (train/test). Without one, graded cases are 'train' and ungraded ones 'unlabelled'.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kneeoa.contracts.case_ids import case_id_from_name
 from kneeoa.data.cohort import Case, Cohort, check_unique_ids, report_ungraded, warn
 from kneeoa.data.tables import read_table
 from kneeoa.data.volume import volume_stem, volume_suffix
@@ -23,7 +24,6 @@ MASK_FOLDERS = ("masks", "labels")
 MASK_SUFFIXES = ("_mask", "_seg")
 ID_COLUMNS = ("case_id", "case", "id", "subject", "image")
 KL_COLUMNS = ("kl", "kl_grade", "klgrade")
-NNUNET_CHANNEL = "_0000"
 
 
 def _is_dicom_folder(folder: Path, probe: int = 5) -> bool:
@@ -45,9 +45,9 @@ def _find_images(root: Path) -> dict[str, Path]:
         if path.is_dir():
             if path.name in MASK_FOLDERS or not _is_dicom_folder(path):
                 continue
-            cid = path.name
+            cid = case_id_from_name(path.name)
         elif volume_suffix(path) and not volume_stem(path).endswith(MASK_SUFFIXES):
-            cid = volume_stem(path)
+            cid = case_id_from_name(path)
         else:
             continue
         if cid in images:
@@ -71,11 +71,13 @@ def _mask_listing(root: Path) -> dict[tuple[str, str], list[Path]]:
     return listing
 
 
-def _find_mask(root: Path, cid: str, listing: dict[tuple[str, str], list[Path]] | None = None) -> Path | None:
+def _find_mask(root: Path, cid: str, listing: dict[tuple[str, str], list[Path]] | None = None,
+               image: Path | None = None) -> Path | None:
     listing = _mask_listing(root) if listing is None else listing
-    names = {cid, cid[: -len(NNUNET_CHANNEL)]} if cid.endswith(NNUNET_CHANNEL) else {cid}
+    # the case id, and the image's own stem (`x_0000` for an nnU-Net image) for sibling masks named after it
+    names = {cid, volume_stem(image)} if image is not None else {cid}
     candidates = [p for sub in MASK_FOLDERS for p in sorted(q for n in names for q in listing.get((sub, n), []))]
-    candidates += sorted(q for s in MASK_SUFFIXES for q in listing.get(("", f"{cid}{s}"), []))
+    candidates += sorted(q for n in names for s in MASK_SUFFIXES for q in listing.get(("", f"{n}{s}"), []))
     if len(candidates) > 1:
         raise InputError(f"several masks match case {cid!r}: {', '.join(str(c) for c in candidates)}", root)
     return candidates[0] if candidates else None
@@ -102,7 +104,7 @@ def _read_labels(table: Path, images: dict[str, Path]) -> dict[str, tuple[int | 
         raw_id = row[id_col]
         if raw_id is None:
             raise InputError(f"row {line}: empty case id", table)
-        cid = volume_stem(str(raw_id).strip())  # accept file names as ids
+        cid = case_id_from_name(str(raw_id).strip())  # accept file names as ids (the one case-id rule)
         if isinstance(raw_id, float) and raw_id.is_integer():
             cid = str(int(raw_id))
         if cid in labels:
@@ -137,7 +139,7 @@ def read_folder(root: str | Path, labels: str | Path | None = None) -> Cohort:
         if table and cid not in table:
             warn(f"{image}: no row in labels table {labels}; kept as ungraded")
         split = split or ("unlabelled" if kl is None else "train")
-        cases.append(Case(cid, image, _find_mask(root, cid, listing), kl, split, None, extra))
+        cases.append(Case(cid, image, _find_mask(root, cid, listing, image), kl, split, None, extra))
     check_unique_ids(cases, root)
     # without any labels table nothing is "missing": list the cases as ungraded but do not warn
     ungraded = report_ungraded(cases, root) if table else [c.case_id for c in cases]

@@ -14,13 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from kneeoa.contracts.case_ids import (  # noqa: F401  (re-exported: the one definition is in contracts)
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    VOLUME_SUFFIXES,
+    volume_stem,
+    volume_suffix,
+)
 from kneeoa.data import headers as _headers
 from kneeoa.errors import InputError
 from kneeoa.utils.atomic import atomic_path
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 # ITK's physical space is LPS; ours (NIfTI, Slicer) is RAS: flip the first two axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -42,22 +46,6 @@ class Volume:
     def shape(self) -> tuple[int, int, int]:
         """Array shape (i, j, k)."""
         return tuple(int(s) for s in self.array.shape)
-
-
-def volume_suffix(path: str | Path) -> str:
-    """The volume suffix of `path` ('.nii.gz', '.nrrd', ...) or '' for an unknown one."""
-    name = Path(path).name.lower()
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return suffix
-    return ""
-
-
-def volume_stem(path: str | Path) -> str:
-    """File name without its volume suffix (`case_1.nii.gz` -> `case_1`); a folder keeps its name."""
-    path = Path(path)
-    suffix = volume_suffix(path)
-    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
 
 
 def read_volume(path: str | Path, is_label: bool = False, series_uid: str | None = None,

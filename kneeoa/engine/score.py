@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.case_ids import saliency_map_name
 from kneeoa.contracts.schemas import SCORE_ERROR, SCORE_OK
 from kneeoa.engine.score_io import ensure_header, format_row, natural_key, read_scores
 from kneeoa.errors import ConfigError, InputError, KneeOAError
@@ -111,7 +112,7 @@ def default_workers() -> int:
 
 
 def saliency_path_for(saliency_dir: Path, case_id: str) -> Path:
-    return Path(saliency_dir) / f"{case_id}_saliency.nii.gz"
+    return Path(saliency_dir) / saliency_map_name(case_id)
 
 
 def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path,

@@ -73,12 +73,28 @@ def _check_file(path: Path) -> None:
     # (a 640-byte header does), which would otherwise pass for pickle / zip magic
     if 2 <= header_len <= size - 8 and head[8:9] == b"{":
         return
+    if head[:2] == b"PK" and not _is_torch_zip(path):
+        raise CheckpointError("a ZIP archive (e.g. .xlsx, .docx, .zip), not a KneeOA checkpoint; a KneeOA checkpoint "
+                              "is a .safetensors file written by `kneeoa train` (e.g. RUN/checkpoints/"
+                              "last.safetensors, or the bundled Resources/demo_model.safetensors)", path)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise CheckpointError(
             "this is a pickle / torch.save file; KneeOA never unpickles checkpoints because loading a pickle can "
             "run arbitrary code. Use a KneeOA checkpoint (.safetensors with a model card), or convert weights "
             "you trust with save_checkpoint() in a trusted environment", path)
     raise CheckpointError("not a KneeOA checkpoint: not a safetensors file, or truncated/corrupt", path)
+
+
+def _is_torch_zip(path: Path) -> bool:
+    """torch.save's ZIP format holds `<archive>/data.pkl`; any other ZIP (a spreadsheet, say) is not a pickle.
+    Only the central directory is listed; nothing is extracted or unpickled."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def read_card(path: str | Path) -> dict[str, Any]:

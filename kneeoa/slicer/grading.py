@@ -9,7 +9,6 @@ in the child process; here we only move data and draw.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -152,7 +151,9 @@ def owned_volume_ids(scene: Any) -> list[str]:
 
 
 def _case_key(name: str) -> str:
-    return re.sub(r"_\d{4}$", "", name.strip().lower())  # nnU-Net channel suffix: oaizib_001_0000 -> oaizib_001
+    from kneeoa.contracts.case_ids import case_id_from_name
+
+    return case_id_from_name(name.strip()).lower()  # the one case-id rule: oaizib_001_0000 -> oaizib_001
 
 
 def find_cartilage(volume_node: Any, scene: Any) -> Any:

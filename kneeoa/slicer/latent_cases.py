@@ -179,7 +179,9 @@ def saliency_file(saliency_dir: str | Path | None, name: str, case_id: str) -> P
     """STUDY/saliency/<model>/<case>_saliency.nii.gz when the study explained that case."""
     if saliency_dir is None:
         return None
-    path = Path(saliency_dir) / name / f"{case_id}_saliency.nii.gz"
+    from kneeoa.contracts.case_ids import saliency_map_name
+
+    path = Path(saliency_dir) / name / saliency_map_name(case_id)
     return path if path.is_file() else None
 
 
