@@ -22,10 +22,9 @@ TABLE_NAME = "segmentations.csv"
 
 def case_id_of(path: str | Path) -> str:
     """Case id of an image file: its stem without nnU-Net's channel suffix (`oaizib_001_0000` -> `oaizib_001`)."""
-    from kneeoa.data.folder import NNUNET_CHANNEL
-    from kneeoa.data.volume import volume_stem
+    from kneeoa.contracts.case_ids import case_id_from_name
 
-    return volume_stem(path).removesuffix(NNUNET_CHANNEL)
+    return case_id_from_name(path)  # the one rule every command uses
 
 
 def _line(values: list) -> str:
