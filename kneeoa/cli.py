@@ -42,7 +42,7 @@ COMMANDS = [
     "wheelhouse",
 ]
 # commands that only read and write tables or list names: no thread pools to size
-NO_THREADS = {"models", "merge"}
+NO_THREADS = {"models", "merge", "wheelhouse"}
 # long jobs say how many threads they use even when no one watches a terminal (a log then tells why it was slow);
 # short ones only on a terminal, so a script's stderr keeps just the result or the one error line
 LONG_COMMANDS = {"train", "study", "demo"}
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"kneeoa.commands.{module}").add_parser(sub)
         for name in [n for n in sub.choices if n not in before]:  # e.g. import-paper-checkpoint (+ aliases)
             command = sub.choices[name]
-            command.formatter_class = HelpFormatter
+            if command.formatter_class is argparse.HelpFormatter:  # keep a command's own formatter
+                command.formatter_class = HelpFormatter
             if name not in NO_THREADS and "--threads" not in command._option_string_actions:
                 add_threads_option(command)
     return parser

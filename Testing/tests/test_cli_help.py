@@ -2,7 +2,7 @@
 has help text. Generic over every subcommand the parser has: a command added later is checked without editing this file.
 
 The convention (kneeoa/cli.py): the description has a first paragraph saying what the command does, then
-`inputs:`, `outputs:` and `example:  kneeoa <command> ...` lines.
+`inputs:`, `outputs:` and `example:  kneeoa <command> ...` lines (the example may sit in the epilog).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _subparser(name: str) -> argparse.ArgumentParser:
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_says_what_inputs_outputs_and_an_example(name):
     text = _subparser(name).format_help()
-    description = _subparser(name).description or ""
+    description = f"{_subparser(name).description or ''}\n\n{_subparser(name).epilog or ''}"
     what = description.split("\n\n")[0].strip()
     assert len(what) > 40, f"{name}: the first paragraph should say what the command does"
     for label in ("inputs:", "outputs:", "example:"):
@@ -49,7 +49,7 @@ def test_every_option_has_help_text(name):
 def test_example_options_exist(name):
     """The example only uses options the command has (a renamed option would leave a stale example)."""
     parser = _subparser(name)
-    example = parser.description.split("example:", 1)[1].strip().splitlines()[0]
+    example = f"{parser.description}\n{parser.epilog}".split("example:", 1)[1].strip().splitlines()[0]
     known = {s for a in parser._actions for s in a.option_strings}
     used = [w for w in example.split() if w.startswith("--")]
     assert set(used) <= known, f"{name}: example uses unknown options {set(used) - known}"

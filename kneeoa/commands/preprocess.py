@@ -13,8 +13,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "order, same physical extent; masks nearest) and z-scored (--zscore), to the same relative "
                     "path under OUT, with masks and subject tables: OUT is a cohort in the same layout. Cases run "
                     "in parallel, outputs are atomic and a re-run skips finished cases (resumable); settings are "
-                    "recorded in OUT/preprocess.json. Example (the paper's volumes): kneeoa preprocess --n4 "
-                    "--zscore --resample 256 256 160 OAIZIB-CM/ OAIZIB-CM-n4/")
+                    "recorded in OUT/preprocess.json.\n\n"
+                    "inputs:   ROOT, a cohort folder (OAI-ZIB-CM layout or a generic folder)\n"
+                    "outputs:  OUT, the same cohort preprocessed (same layout, masks and tables), "
+                    "OUT/preprocess.json\n"
+                    "example:  kneeoa preprocess --n4 --zscore --resample 256 256 160 OAIZIB-CM/ OAIZIB-CM-n4/"
+                    "   (the paper's volumes)")
     p.add_argument("root", metavar="ROOT", help="input cohort folder")
     p.add_argument("out", metavar="OUT", help="output cohort folder (created; outside ROOT)")
     p.add_argument("--n4", action="store_true", help="N4 bias-field correction (SimpleITK)")

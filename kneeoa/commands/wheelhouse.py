@@ -16,7 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "Python version and platform) and download their wheels into OUT, with a manifest "
                     "(kneeoa-wheelhouse.json, sha256 of each wheel). torch is left out: it comes from Slicer's "
                     "PyTorch extension. In Slicer, answer the dependency prompt with 'Install from a folder...' "
-                    "and pick OUT.",
+                    "and pick OUT.\n\n"
+                    "inputs:   the target Slicer's Python version and platform (and an index or wheel folder)\n"
+                    "outputs:  OUT/*.whl and OUT/kneeoa-wheelhouse.json (sha256 of each wheel)",
         epilog=EXAMPLE, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("out", help="folder to write the wheels and kneeoa-wheelhouse.json into")
     p.add_argument("--python-version", default=SLICER_PYTHON, help="the target Slicer's Python (5.10/5.12: 3.12)")
