@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kneeoa.contracts.catalog import BACKBONES
-from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, VARIANTS
+from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, M3T_PRETRAINED, VARIANTS
 from kneeoa.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -36,7 +36,11 @@ TRAIN_KEYS: dict[str, tuple[tuple, str]] = {
     "evaluate": ((bool,), "evaluate the last epoch on the test split"),
     "eval_batch_size": ((int,), "batch size for evaluation"),
     "options": ((dict,), "backbone-specific ModelSpec options"),
+    "m3t_pretrained": ((str,), "M3T's 2D ResNet-18 start: none or imagenet (torchvision IMAGENET1K_V1, the paper)"),
+    "m3t_weights": ((str, type(None)), "local ImageNet ResNet-18 weights file; null = torchvision's cache/URL"),
 }
+# keys added after 0.1: presets and saved run configs without them get these values
+OPTIONAL_DEFAULTS = {"m3t_pretrained": "none", "m3t_weights": None}
 PRESET_ONLY_KEYS = {"description", "backbones"}
 IDENTITY_KEYS = ("preset", "backbone", "variant", "data", "labels")
 # what may change when a run is resumed: nothing that changes the model or the optimisation
@@ -70,6 +74,7 @@ def load_preset(name_or_path: str | Path) -> dict:
     unknown = set(data) - set(TRAIN_KEYS) - PRESET_ONLY_KEYS
     if unknown:
         raise ConfigError(f"unknown preset keys: {', '.join(sorted(unknown))}", path)
+    data = {**OPTIONAL_DEFAULTS, **data}
     missing = set(TRAIN_KEYS) - set(data)
     if missing:
         raise ConfigError(f"preset lacks keys: {', '.join(sorted(missing))}", path)
@@ -105,7 +110,8 @@ def validate(cfg: dict, source: str | Path | None = None) -> dict:
         "epochs": lambda v: v >= 1, "batch_size": lambda v: v >= 1, "eval_batch_size": lambda v: v >= 1,
         "workers": lambda v: v >= 0, "lr": lambda v: v > 0, "weight_decay": lambda v: v >= 0,
         "lambda_oa": lambda v: v >= 0, "width": lambda v: v is None or v >= 1,
-        "head": lambda v: v in HEADS, "amp": lambda v: v in AMP_MODES, "device": lambda v: v in DEVICES,
+        "head": lambda v: v in HEADS, "m3t_pretrained": lambda v: v in M3T_PRETRAINED,
+        "amp": lambda v: v in AMP_MODES, "device": lambda v: v in DEVICES,
     }
     for key, ok in checks.items():
         if key in cfg and not ok(cfg[key]):
@@ -179,7 +185,7 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("run config not found", path)
-    cfg = _read_yaml(path)
+    cfg = {**OPTIONAL_DEFAULTS, **_read_yaml(path)}
     missing = (set(TRAIN_KEYS) | set(IDENTITY_KEYS)) - set(cfg)
     if missing:
         raise ConfigError(f"run config lacks keys: {', '.join(sorted(missing))}", path)

@@ -35,7 +35,9 @@ def model_name(backbone: str, variant: str) -> str:
 # --- execution ------------------------------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("none", "bf16", "fp16")
-PRESETS = ("quick", "paper")  # the bundled presets (a .yaml path is accepted too)
+PRESETS = ("quick", "paper")
+# how M3T's 2D ResNet-18 starts: random (none) or torchvision's ImageNet weights (imagenet, the paper's code)
+M3T_PRETRAINED = ("none", "imagenet")  # the bundled presets (a .yaml path is accepted too)
 
 # --- saliency (SPEC 6) ----------------------------------------------------------------------------------
 # smoothgrad = the paper's SmoothGrad of grad x (noisy) input; grad = SmoothGrad of the plain gradient (the

@@ -113,9 +113,14 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any, tensorboar
             run.truncate_metrics(done)
             _restore_metrics_line(run, state["meta"], done)
             run.log(f"resumed after epoch {done} of {cfg['epochs']}")
-    elif info.is_main:
-        run.log(f"new run: {cfg['backbone']} {cfg['variant']} preset {cfg['preset']}, {len(train_cases)} training "
-                f"cases, input {list(input_shape)}, device {describe_device(device)}, world size {info.world_size}")
+    else:
+        from kneeoa.models.pretrained import apply_pretrained
+
+        loaded = apply_pretrained(model, cfg)  # M3T's ImageNet ResNet-18 (paper); ConfigError if unobtainable
+        if info.is_main:
+            run.log(f"new run: {cfg['backbone']} {cfg['variant']} preset {cfg['preset']}, {len(train_cases)} "
+                    f"training cases, input {list(input_shape)}, device {describe_device(device)}, world size "
+                    f"{info.world_size}" + (f"; {loaded}" if loaded else ""))
     if cfg["amp"] != "none" and device.type != "cuda" and info.is_main:
         run.log(f"amp {cfg['amp']} ignored on {device.type}: mixed precision is used on CUDA only")
 
