@@ -30,6 +30,10 @@ class ConfigError(KneeOAError):
     """Bad options or presets."""
 
 
+# the words a JobError starts its problem with when the GPU lacks memory (Slicer then offers the CPU)
+NOT_ENOUGH_GPU_MEMORY = "not enough GPU memory"
+
+
 class JobError(KneeOAError):
     """A long job (training, scoring, study) that cannot go on, e.g. out of GPU memory."""
 

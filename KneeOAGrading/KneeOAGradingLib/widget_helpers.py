@@ -62,6 +62,12 @@ class GradingQueue:
         try:
             self.logic.finishGrading(run, self._parameterNode.saliencyThreshold)
         except Exception as err:
+            if grading.needs_cpu(err) and self._options.device != "cpu" and slicer.util.confirmYesNoDisplay(
+                    str(err) + "\n\n" + _("Grade this volume on the CPU instead (slower)?"), windowTitle="KneeOA"):
+                self._options = grading.on_cpu(self._options)  # this volume and the rest of the queue
+                self._queue.insert(0, run.volume_node.GetID())
+                self._startNext()
+                return
             self._failures.append(f"{run.volume_node.GetName()}: {err}")
         results.update_graded_table(results.graded_table(slicer.mrmlScene), slicer.mrmlScene)
         self.ui.gradedTableView.setMRMLTableNode(results.graded_table(slicer.mrmlScene))

@@ -66,10 +66,14 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
                               "card": card, "device": str(dev)}
     if saliency_path is not None or mask is not None:
         from kneeoa.analysis.saliency import explain
+        from kneeoa.engine.memory import saliency_batch_for
 
         say(f"saliency ({saliency_method})")
+        batch = saliency_batch_for(dev, card)  # fitted to the free GPU memory before it can run out
+        result["saliency_batch"] = batch
         with oom_guard(dev, "saliency"):
-            smap = explain(model, image, method=saliency_method, target=target, input_shape=shape)
+            smap = explain(model, image, method=saliency_method, target=target, input_shape=shape,
+                           batch_size=batch)
         result["saliency_target"] = {"head": smap.head, "index": int(smap.index)}
         if saliency_path is not None:
             write_nifti(saliency_path, smap.volume.array, smap.volume.affine)

@@ -18,7 +18,7 @@ from typing import Any
 
 from kneeoa.contracts.prediction import Prediction
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_NONE, SALIENCY_TARGETS
-from kneeoa.errors import CheckpointError, JobError
+from kneeoa.errors import NOT_ENOUGH_GPU_MEMORY, CheckpointError, JobError
 from kneeoa.slicer import jobs
 
 DEMO_CHECKPOINT = "demo_model.safetensors"
@@ -89,6 +89,16 @@ class GradingOptions:
                                      ("target", self.target, SALIENCY_TARGETS), ("device", self.device, DEVICES)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def needs_cpu(error: BaseException | str) -> bool:
+    """A grading job that stopped because the GPU had too little free memory (the module then offers the CPU)."""
+    return NOT_ENOUGH_GPU_MEMORY in str(error) or "out of memory on cuda" in str(error)
+
+
+def on_cpu(options: GradingOptions) -> GradingOptions:
+    """The same options on the CPU."""
+    return GradingOptions(options.checkpoint, options.saliency_method, options.target, "cpu")
 
 
 @dataclass

@@ -63,6 +63,9 @@ def result_rows(result: dict) -> list[tuple[str, str]]:
         rows.append((f"P(KL = {grade})", float(prob)))
     rows += [("KL grade consistent with OA head", p.consistent_kl), ("Heads agree", p.heads_agree)]
     rows += overlap_rows(p.overlap or {})
+    if result.get("device"):
+        batch = result.get("saliency_batch")
+        rows.append(("Ran on", result["device"] + (f" (saliency {batch} samples at a time)" if batch else "")))
     return [(name, _fmt(value)) for name, value in rows]
 
 
