@@ -32,6 +32,9 @@ class Backbone:
     cube: bool = False  # needs a cube input; the class then takes `cube=N`
     in_study: bool = True  # part of the study grid (`kneeoa study` default backbones)
     paper: bool = False  # one of the paper's three backbones (the fixed slots of `kneeoa stats`)
+    # activation bytes per input voxel and sample of a forward + backward (fp32, paper width), measured on an
+    # H100 (kneeoa.engine.memory); None = not measured (the estimate then assumes the largest measured figure)
+    bytes_per_voxel: float | None = None
 
     def cls(self) -> Any:
         """The backbone class (imports its module: torch)."""
@@ -46,14 +49,16 @@ class Backbone:
 
 BACKBONES: dict[str, Backbone] = {
     "resnet3d": Backbone("kneeoa.models.resnet3d:ResNet3D", 64, PAPER_SHAPE,
-                         "MedicalNet ResNet-18, dilated layer3/4 (the paper's)", "ResNet3D", 512, "backbone.layer4", paper=True),
+                         "MedicalNet ResNet-18, dilated layer3/4 (the paper's)", "ResNet3D", 512, "backbone.layer4", paper=True,
+                         bytes_per_voxel=172.0),
     "m3t": Backbone("kneeoa.models.m3t:M3T", 64, M3T_SHAPE, "multi-plane multi-slice transformer", "M3T", 128,
-                    "backbone.cnn3d", cube=True, paper=True),
+                    "backbone.cnn3d", cube=True, paper=True, bytes_per_voxel=3250.0),
     "nnmamba": Backbone("kneeoa.models.nnmamba:NNMamba", 32, PAPER_SHAPE,
-                        "nnMamba encoder (Mamba layer at stem resolution)", "nnMamba", 32, "backbone.layer3", paper=True),
+                        "nnMamba encoder (Mamba layer at stem resolution)", "nnMamba", 32, "backbone.layer3", paper=True,
+                        bytes_per_voxel=325.0),
     "resnet3d-monai": Backbone("kneeoa.models.resnet3d:MonaiResNet3D", 64, PAPER_SHAPE,
                                "MONAI resnet18, strided (alternative)", "ResNet3D (MONAI)", 512,
-                               "backbone.net.layer4", in_study=False),
+                               "backbone.net.layer4", in_study=False, bytes_per_voxel=172.0),
 }
 # the paper's prediction files call nnMamba "mamba"
 ALIASES = {"mamba": "nnmamba"}

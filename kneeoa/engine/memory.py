@@ -15,9 +15,8 @@ from typing import Any
 from kneeoa.errors import NOT_ENOUGH_GPU_MEMORY, JobError
 
 GiB = 2**30
-# bytes of activation memory per input voxel for one sample (fwd + bwd, fp32, paper width), measured on H100:
-# resnet3d 4.14 GB peak at 160x256x256 batch 2, nnmamba 7.02 GB, m3t 13.85 GB at 128^3
-BYTES_PER_VOXEL = {"resnet3d": 172.0, "resnet3d-monai": 172.0, "nnmamba": 325.0, "m3t": 3250.0}
+# bytes of activation memory per input voxel and sample: `Backbone.bytes_per_voxel` in the catalog (measured on
+# an H100: resnet3d 4.14 GB peak at 160x256x256 batch 2, nnmamba 7.02 GB, m3t 13.85 GB at 128^3)
 DEFAULT_BYTES_PER_VOXEL = 3250.0  # a backbone without a measurement: assume the largest measured
 SAFETY = 1.25  # allocator fragmentation and cuDNN workspaces
 NOT_ENOUGH = NOT_ENOUGH_GPU_MEMORY
@@ -30,8 +29,8 @@ def saliency_bytes(card: dict, batch: int) -> float:
     spec = card.get("spec", card)
     shape = spec.get("input_shape") or BACKBONES[spec["backbone"]].input_shape
     voxels = float(shape[0]) * float(shape[1]) * float(shape[2])
-    per_voxel = BYTES_PER_VOXEL.get(spec["backbone"], DEFAULT_BYTES_PER_VOXEL)
     entry = BACKBONES.get(spec["backbone"])
+    per_voxel = (entry.bytes_per_voxel if entry is not None else None) or DEFAULT_BYTES_PER_VOXEL
     width_ratio = (spec.get("width") or entry.width) / entry.width if entry is not None else 1.0
     return SAFETY * voxels * per_voxel * width_ratio * batch
 
