@@ -33,7 +33,7 @@ for _root in (_here.parent, _here):
 from KneeOAGradingLib import selftest, widget_helpers  # noqa: E402  (needs the path above)
 
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_TARGETS  # noqa: E402
-from kneeoa.slicer import deps, display, grading, jobs, module_widget, results, scoring  # noqa: E402
+from kneeoa.slicer import deps, display, grading, jobs, model_store, module_widget, results, scoring  # noqa: E402
 
 
 class KneeOAGrading(ScriptedLoadableModule):
@@ -64,7 +64,7 @@ class KneeOAGradingParameterNode:
 
 
 class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, module_widget.ModuleWidgetMixin,
-                          widget_helpers.GradingQueue, widget_helpers.ResultsPanel):
+                          widget_helpers.GradingQueue, widget_helpers.ResultsPanel, widget_helpers.ModelsPanel):
     """The grading panel; queue handling and the results display live in KneeOAGradingLib.widget_helpers."""
 
     POLL_MS = 200
@@ -79,6 +79,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
         self._failures = []
         self._deviceNote = ""
         self._shownVolumeID = None
+        self._models = []  # model_store.ModelEntry list behind the Models combo box
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -103,7 +104,11 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
         self.ui.gradeAllButton.connect("clicked(bool)", self.onGradeAllButton)
         self.ui.gradedTableView.connect("clicked(QModelIndex)", self.onGradedRowClicked)
         self.ui.gradedTableView.setMRMLTableNode(results.graded_table(slicer.mrmlScene, create=False))
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
         self.initializeParameterNode()
+        self._fillModels()
 
     def cleanup(self):
         self._timer.stop()  # no callback into a widget that is going away
@@ -203,6 +208,19 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
 
     def jobEnvironment(self):
         return jobs.slicer_job_environment()
+
+    def listModels(self, folder=None):
+        """The bundled demo model (first, marked synthetic) and the imported models (model_store.ModelEntry)."""
+        demo = self.defaultCheckpoint()
+        return model_store.list_models(folder, [demo] if demo is not None else [])
+
+    def importModel(self, path, sha256=None, folder=None):
+        """Copy a checkpoint or a zip holding one into the per-user models folder (card and checksum checked)."""
+        return model_store.import_model(path, folder, sha256)
+
+    def removeModel(self, entry):
+        """Delete an imported model (the bundled demo model cannot be removed)."""
+        model_store.remove_model(entry)
 
     def requireDependencies(self, purpose):
         """Offer to install what is missing (inside Slicer), else a DependencyError naming it."""

@@ -1,7 +1,10 @@
-"""Widget-side parts of KneeOAGrading, mixed into KneeOAGradingWidget: the grading queue and the results panel.
+"""Widget-side parts of KneeOAGrading, mixed into KneeOAGradingWidget: the grading queue, the results panel and
+the model manager.
 
 Both use the widget's `ui`, `logic`, `_parameterNode` and the queue state it sets up in `__init__`.
 """
+
+from pathlib import Path
 
 import slicer
 from slicer.i18n import tr as _
@@ -133,3 +136,61 @@ class ResultsPanel:
         volume = results.volume_for_row(results.graded_table(slicer.mrmlScene), index.row(), slicer.mrmlScene)
         if volume is not None:
             self._parameterNode.inputVolume = volume  # observers show its results, saliency and cartilage
+
+
+class ModelsPanel:
+    """The model manager row: the per-user models and the bundled demo model; import (with checksum), remove."""
+
+    def _fillModels(self, select=None):
+        import qt
+
+        self._models = self.logic.listModels()
+        was_blocked = self.ui.modelComboBox.blockSignals(True)
+        self.ui.modelComboBox.clear()
+        for entry in self._models:
+            self.ui.modelComboBox.addItem(entry.label())
+            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, entry.trained_on, qt.Qt.ToolTipRole)
+        chosen = select or (self._parameterNode and self.logic.checkpointPath(self._parameterNode.checkpoint))
+        paths = [str(e.path) for e in self._models]
+        if chosen is not None and str(chosen) in paths:
+            self.ui.modelComboBox.currentIndex = paths.index(str(chosen))
+        self.ui.modelComboBox.blockSignals(was_blocked)
+        self._updateModelButtons()
+
+    def _updateModelButtons(self):
+        index = self.ui.modelComboBox.currentIndex
+        entry = self._models[index] if 0 <= index < len(self._models) else None
+        self.ui.removeModelButton.enabled = entry is not None and not entry.bundled
+
+    def onModelChosen(self, index):
+        if 0 <= index < len(self._models) and self._parameterNode is not None:
+            self._parameterNode.checkpoint = self._models[index].path
+        self._updateModelButtons()
+
+    def onImportModel(self):
+        import qt
+
+        path = qt.QFileDialog.getOpenFileName(None, _("Import a KneeOA model"), "",
+                                              _("KneeOA models (*.safetensors *.zip)"))
+        if not path:
+            return
+        checksum = qt.QInputDialog.getText(None, _("Import a KneeOA model"),
+                                           _("SHA-256 checksum (optional; a .sha256 file is read too):"))
+        with module_widget.showing_errors(_("Cannot import the model.")):
+            entry = self.logic.importModel(path, checksum.strip() or None)
+            self._fillModels(select=entry.path)
+            self._parameterNode.checkpoint = entry.path
+            self.ui.statusLabel.text = _("Imported {name}.").format(name=entry.name)
+
+    def onRemoveModel(self):
+        index = self.ui.modelComboBox.currentIndex
+        if not 0 <= index < len(self._models):
+            return
+        entry = self._models[index]
+        if not slicer.util.confirmYesNoDisplay(_("Delete {path}?").format(path=entry.path), windowTitle="KneeOA"):
+            return
+        with module_widget.showing_errors(_("Cannot remove the model.")):
+            self.logic.removeModel(entry)
+            if self.logic.checkpointPath(self._parameterNode.checkpoint) == entry.path:
+                self._parameterNode.checkpoint = self.logic.defaultCheckpoint() or Path("")
+            self._fillModels()
