@@ -30,10 +30,11 @@ for _root in (_here.parent, _here):
     if str(_root) not in sys.path and (_root == _here or (_root / "kneeoa" / "__init__.py").is_file()):
         sys.path.insert(0, str(_root))
 
-from KneeOAGradingLib import selftest, widget_helpers  # noqa: E402  (needs the path above)
+from KneeOAGradingLib import segment_helpers, selftest, widget_helpers  # noqa: E402  (needs the path above)
 
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_TARGETS  # noqa: E402
 from kneeoa.slicer import deps, display, grading, jobs, model_store, module_widget, results, scoring  # noqa: E402
+from kneeoa.slicer import segmentation as seg_glue  # noqa: E402
 
 
 class KneeOAGrading(ScriptedLoadableModule):
@@ -56,6 +57,7 @@ class KneeOAGradingParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     cartilage: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007 (wrapper needs Union)
     checkpoint: Path  # empty: the bundled demo model
+    segmenter: Path  # empty: the bundled demo segmenter
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     saliencyMethod: Annotated[str, Choice(list(grading.SALIENCY_CHOICES))] = SALIENCY_METHODS[0]
     target: Annotated[str, Choice(list(SALIENCY_TARGETS))] = "auto"
@@ -64,7 +66,8 @@ class KneeOAGradingParameterNode:
 
 
 class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, module_widget.ModuleWidgetMixin,
-                          widget_helpers.GradingQueue, widget_helpers.ResultsPanel, widget_helpers.ModelsPanel):
+                          widget_helpers.GradingQueue, widget_helpers.ResultsPanel, widget_helpers.ModelsPanel,
+                          segment_helpers.SegmentationPanel):
     """The grading panel; queue handling and the results display live in KneeOAGradingLib.widget_helpers."""
 
     POLL_MS = 200
@@ -80,6 +83,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
         self._deviceNote = ""
         self._shownVolumeID = None
         self._models = []  # model_store.ModelEntry list behind the Models combo box
+        self._segRun = None  # seg_glue.SegmentationRun in the background
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -96,12 +100,16 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_MS)
         self._timer.connect("timeout()", self._pollRun)
+        self._segTimer = qt.QTimer()
+        self._segTimer.setInterval(self.POLL_MS)
+        self._segTimer.connect("timeout()", self._pollSegmentation)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.gradeAllButton.connect("clicked(bool)", self.onGradeAllButton)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.gradedTableView.connect("clicked(QModelIndex)", self.onGradedRowClicked)
         self.ui.gradedTableView.setMRMLTableNode(results.graded_table(slicer.mrmlScene, create=False))
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
@@ -117,6 +125,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
             self._run.cleanup()
             self._run = None
         self._queue = []
+        self._cancelSegmentation()
         self.removeObservers()
 
     def onNodeAdded(self, caller, event):
@@ -130,6 +139,7 @@ class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mod
 
     def onSceneStartClose(self, caller, event):
         self._cancel()
+        self._cancelSegmentation()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -235,6 +245,22 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
 
     def finishGrading(self, run, saliencyThreshold=None):
         return run.finish(saliencyThreshold)
+
+    def segmenterPath(self, segmenter=None):
+        """The chosen segmenter, or the bundled demo segmenter (CheckpointError when neither exists)."""
+        return seg_glue.resolve_segmenter(self.checkpointPath(segmenter), __file__)
+
+    def startSegmentation(self, volumeNode, segmenter=None, device="auto"):
+        """Launch `kneeoa segment` for one volume in the background; returns a segmentation.SegmentationRun."""
+        workDir = slicer.util.tempDirectory("KneeOASegment") if hasattr(slicer, "app") else None
+        return seg_glue.start(volumeNode, self.segmenterPath(segmenter), slicer.mrmlScene, device,
+                              self.jobEnvironment(), jobs.slicer_python(), workDir)
+
+    def segmentKnee(self, volumeNode, segmenter=None, device="auto"):
+        """Segment one volume node and wait (console/tests): a Segmentation node with the five knee segments
+        and a cartilage thickness table, kept on the volume (grading then uses it when no cartilage is given)."""
+        return seg_glue.segment(volumeNode, self.segmenterPath(segmenter), slicer.mrmlScene, device,
+                                env=self.jobEnvironment(), python=jobs.slicer_python())
 
     def process(self, volumeNode, segmentationNode=None, checkpoint=None, device="auto", saliencyMethod="smoothgrad",
                 target="auto", showResult=True):

@@ -102,10 +102,19 @@ def test_segment_one_image_writes_its_label_map_and_refuses_a_grading_checkpoint
 
 
 @pytest.mark.parametrize("arch", SEG_ARCHS)
-def test_every_network_maps_a_patch_to_six_label_logits(arch):
+def test_every_network_maps_a_patch_to_six_label_logits_and_survives_its_checkpoint(arch, tmp_path):
     import torch
 
+    from kneeoa.segmentation.checkpoint import load_segmenter, save_segmenter, segmenter_card
     from kneeoa.segmentation.model import build_segmenter
+    from kneeoa.segmentation.presets import PRESETS
 
-    out = build_segmenter(arch, 4)(torch.zeros(1, 1, 16, 16, 24))
+    torch.manual_seed(0)
+    model = build_segmenter(arch, 4).eval()
+    x = torch.randn(1, 1, 16, 16, 24)
+    out = model(x)
     assert tuple(out.shape) == (1, 6, 16, 16, 24)
+    card = segmenter_card({**PRESETS["quick"], "arch": arch, "width": 4, "preset": "quick"})
+    back, _ = load_segmenter(save_segmenter(tmp_path / "s.safetensors", model, card))
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))

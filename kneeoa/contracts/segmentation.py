@@ -63,5 +63,6 @@ def thickness_columns() -> list[str]:
 
 
 # --- tables -----------------------------------------------------------------------------------------
-SEGMENT_COLUMNS = ["case_id", "path", "status", "error", "seg_path", "seconds", *thickness_columns()]
+KNEE_SIDES = ("left", "right")  # as in OAI-ZIB-CM's kneeSideInfo.csv
+SEGMENT_COLUMNS = ["case_id", "path", "status", "error", "seg_path", "knee_side", "seconds", *thickness_columns()]
 SEG_METRIC_COLUMNS = ["case_id", "label", "label_name", "dice", "hd95_mm", "reference_voxels", "predicted_voxels"]

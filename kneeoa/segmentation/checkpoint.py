@@ -7,7 +7,6 @@ the image's own), patch size and sliding-window overlap; plus training data and 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,16 @@ def save_segmenter(path: str | Path, model: Any, card: dict) -> Path:
     from safetensors.torch import save_file
 
     from kneeoa.models.checkpoint import CARD_KEY
+    from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_path
 
     try:
-        text = json.dumps(card)
+        text = strict_json.dumps(card)  # an HD95 of inf (a label never found) becomes null, not bare Infinity
     except (TypeError, ValueError) as err:
         raise ConfigError(f"the segmenter card is not JSON-serialisable: {err}", path) from None
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    # clone: DynUNet's state dict names some weights twice (its skip-layer tree shares modules), and
+    # safetensors refuses tensors that share memory
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={CARD_KEY: text, "format": "pt"})

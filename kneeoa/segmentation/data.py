@@ -69,8 +69,9 @@ def load_pair(case: Any, spacing_mm: Sequence[float] | None) -> dict:
 def training_transform(cfg: dict) -> Any:
     """Random crops centred on labels with the preset's class ratios (MONAI), plus intensity jitter.
 
-    No flips: medial and lateral tibial cartilage are different labels, and a left-right flip would turn
-    one into the other.
+    No flips: mirroring left-right turns a right knee into a left one, which is valid anatomy but doubles
+    what the network must tell apart; which plate is medial is settled by the knee side where it is known
+    (`postprocess.plates_by_knee_side`).
     """
     from monai import transforms as T
 

@@ -61,26 +61,39 @@ def read_segment_table(path: str | Path) -> list[dict]:
     return [dict(zip(header, values)) for values in reader if len(values) == len(header)]
 
 
-def segment_one(model: Any, card: dict, image_path: str | Path, out_path: str | Path, device: Any) -> dict:
-    """Segment one image into `out_path`; returns the table row (thickness from the automatic mask)."""
+def segment_one(model: Any, card: dict, image_path: str | Path, out_path: str | Path, device: Any,
+                stage: Any = None, knee_side: str | None = None) -> dict:
+    """Segment one image into `out_path`; returns the table row (thickness from the automatic mask).
+    `stage(name)` is told each step ('read', 'segment', 'write', 'thickness') as it finishes."""
     from kneeoa.data.volume import read_volume, write_nifti
     from kneeoa.segmentation.infer import segment_volume
     from kneeoa.segmentation.thickness import compartment_thickness
 
+    note = stage or (lambda name: None)
     t0 = time.perf_counter()
     volume = read_volume(image_path)
-    labels = segment_volume(model, card, volume, device)
+    note("read")
+    labels = segment_volume(model, card, volume, device, knee_side=knee_side)
+    note("segment")
     write_nifti(out_path, labels, volume.affine, is_label=True)
+    note("write")
+    thickness = compartment_thickness(labels, volume.spacing_mm)
+    note("thickness")
     return {"case_id": case_id_of(image_path), "path": str(image_path), "status": "ok", "error": "",
-            "seg_path": str(out_path), "seconds": round(time.perf_counter() - t0, 3),
-            **compartment_thickness(labels, volume.spacing_mm)}
+            "seg_path": str(out_path), "knee_side": knee_side or "", "seconds": round(time.perf_counter() - t0, 3), **thickness}
+
+
+SINGLE_STAGES = ("read", "segment", "write", "thickness")
 
 
 def segment_file(image: str | Path, checkpoint: str | Path, out: str | Path, device: str = "auto",
-                 overwrite: bool = False) -> dict:
-    """Segment one image file (or DICOM series folder) into the label map `out` (.nii.gz)."""
+                 overwrite: bool = False, result_json: str | Path | None = None, knee_side: str | None = None) -> dict:
+    """Segment one image file (or DICOM series folder) into the label map `out` (.nii.gz); with `result_json`
+    the row (thickness, time, the segmenter's card) is also written there as JSON (what Slicer reads)."""
     from kneeoa.engine.devices import resolve_device
+    from kneeoa.progress import Progress
     from kneeoa.segmentation.checkpoint import load_segmenter
+    from kneeoa.utils.atomic import atomic_write_text
 
     out = Path(out)
     if not str(out).endswith((".nii.gz", ".nii")):
@@ -91,13 +104,23 @@ def segment_file(image: str | Path, checkpoint: str | Path, out: str | Path, dev
         raise ConfigError("exists; pass --overwrite to replace it", out)
     dev = resolve_device(device)
     model, card = load_segmenter(checkpoint, dev)
-    return segment_one(model, card, image, out, dev)
+    with Progress("segment", total=len(SINGLE_STAGES), unit="step") as bar:
+        row = segment_one(model, card, image, out, dev, stage=lambda name: bar.update(1, stage=name),
+                          knee_side=knee_side)
+    if result_json is not None:
+        from kneeoa.utils import strict_json
+
+        atomic_write_text(result_json, strict_json.dumps({**row, "card": card}, indent=1) + "\n")
+    return row
 
 
 def segment_folder(folder: str | Path, checkpoint: str | Path, out_dir: str | Path, resume: bool = False,
                    overwrite: bool = False, shard: str | tuple[int, int] | None = None,
-                   device: str = "auto") -> dict:
-    """Segment every volume of `folder` into `out_dir`; returns {'table', 'segmented', 'errors', 'skipped', 'total'}."""
+                   device: str = "auto", knee_sides: dict[str, str] | None = None) -> dict:
+    """Segment every volume of `folder` into `out_dir`; returns {'table', 'segmented', 'errors', 'skipped', 'total'}.
+
+    Knee sides (for the medial/lateral plates) come from `knee_sides` (case id -> side), else from the
+    cohort's own table (OAI-ZIB-CM kneeSideInfo.csv); a case without one keeps the network's labels."""
     from kneeoa.engine.devices import resolve_device
     from kneeoa.engine.score import list_cases, parse_shard
     from kneeoa.progress import Progress
@@ -109,6 +132,7 @@ def segment_folder(folder: str | Path, checkpoint: str | Path, out_dir: str | Pa
     out_dir = Path(out_dir)
     # one id per knee whatever the image naming: nnU-Net's `<id>_0000` images give `<id>`
     items = [(case_id_of(cid), path) for cid, path in list_cases(folder)]
+    sides = dict(knee_sides) if knee_sides is not None else cohort_knee_sides(folder)
     inputs = {Path(p).resolve() for _, p in items}
     if out_dir.resolve() in {p.parent for p in inputs}:
         raise ConfigError("the output folder is an input folder; choose another --out", out_dir)
@@ -129,7 +153,8 @@ def segment_folder(folder: str | Path, checkpoint: str | Path, out_dir: str | Pa
     with Progress("segment", total=len(todo), unit="volume") as bar:
         for case_id, path in todo:
             try:
-                row = segment_one(model, card, path, out_dir / f"{case_id}.nii.gz", dev)
+                row = segment_one(model, card, path, out_dir / f"{case_id}.nii.gz", dev,
+                                  knee_side=sides.get(case_id))
                 row["case_id"] = case_id
             except KneeOAError as err:
                 row = {"case_id": case_id, "path": path, "status": "error", "error": str(err)}
@@ -139,6 +164,13 @@ def segment_folder(folder: str | Path, checkpoint: str | Path, out_dir: str | Pa
             counts["errors" if row["status"] == "error" else "segmented"] += 1
             bar.update(1, status=row["status"])
     return {"table": table, **counts, "skipped": len(mine) - len(todo), "total": len(items), "shard": shard_}
+
+
+def cohort_knee_sides(folder: str | Path) -> dict[str, str]:
+    """case id -> 'left'/'right' from the cohort's knee-side table (empty when it has none)."""
+    from kneeoa.data.cohort import load_cohort
+
+    return {c.case_id: c.extra["knee_side"] for c in load_cohort(folder).cases if c.extra.get("knee_side")}
 
 
 def evaluate_folder(pred_dir: str | Path, reference: str | Path) -> tuple[list[dict], dict]:

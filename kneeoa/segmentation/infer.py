@@ -47,8 +47,9 @@ def labels_on_grid(probs: Any, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def segment_volume(model: Any, card: dict, volume: Any, device: Any = "cpu", sw_batch_size: int = 2,
-                   amp: str = "none") -> np.ndarray:
-    """uint8 label map (0-5) of `volume` on its own (i, j, k) grid."""
+                   amp: str = "none", knee_side: str | None = None) -> np.ndarray:
+    """uint8 label map (0-5) of `volume` on its own (i, j, k) grid. With `knee_side` ('left'/'right') the
+    medial/lateral tibial plates are assigned by anatomy (`postprocess.plates_by_knee_side`)."""
     import torch
 
     from kneeoa.segmentation.data import prepare_image
@@ -57,4 +58,9 @@ def segment_volume(model: Any, card: dict, volume: Any, device: Any = "cpu", sw_
     x = prepare_image(volume, card["preprocessing"]["spacing_mm"])
     probs = predict_probabilities(model, x, card, device, sw_batch_size, amp)
     del x
-    return labels_on_grid(probs, volume.shape)
+    labels = labels_on_grid(probs, volume.shape)
+    if knee_side:
+        from kneeoa.segmentation.postprocess import plates_by_knee_side
+
+        labels = plates_by_knee_side(labels, volume.affine, knee_side)
+    return labels

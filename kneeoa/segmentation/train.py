@@ -212,7 +212,8 @@ def _save_epoch(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict,
 
 
 def evaluate_cases(model: Any, card: dict, cases: list, device: Any) -> tuple[list[dict], dict]:
-    """Segment `cases` (with masks) and score them: (per-case-per-label rows, per-label summary)."""
+    """Segment `cases` (with masks) and score them: (per-case-per-label rows, per-label summary). A case's
+    knee side (OAI-ZIB-CM's kneeSideInfo.csv) is used as `kneeoa segment` uses it."""
     from kneeoa.data.volume import read_volume
     from kneeoa.segmentation.infer import segment_volume
     from kneeoa.segmentation.metrics import label_metrics, summarize
@@ -222,7 +223,7 @@ def evaluate_cases(model: Any, card: dict, cases: list, device: Any) -> tuple[li
     for case in cases:
         image = read_volume(case.image)
         ref = read_volume(case.mask, is_label=True)
-        pred = segment_volume(model, card, image, device)
+        pred = segment_volume(model, card, image, device, knee_side=case.extra.get("knee_side"))
         rows += [{"case_id": case.case_id, **r} for r in label_metrics(pred, ref.array, ref.spacing_mm)]
     return rows, summarize(rows)
 
@@ -232,6 +233,7 @@ def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, coh
     from kneeoa.engine.state import read_trainer_meta, save_trainer_state
     from kneeoa.models.checkpoint import read_card
     from kneeoa.segmentation.checkpoint import save_segmenter, segmenter_card
+    from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_write_text
 
     if not info.is_main:
@@ -246,7 +248,7 @@ def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, coh
     if test_cases:
         rows, summary = evaluate_cases(model, card, test_cases, device)
         metrics["test"] = summary
-        atomic_write_text(run.test_metrics, json.dumps({"per_label": summary, "per_case": rows}, indent=1) + "\n")
+        atomic_write_text(run.test_metrics, strict_json.dumps({"per_label": summary, "per_case": rows}, indent=1) + "\n")
         run.log("test dice " + " ".join(f"{k}={v['dice_mean']:.3f}" for k, v in summary.items()))
     card["metrics"] = metrics
     save_segmenter(run.last, model, card)
