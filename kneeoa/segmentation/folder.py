@@ -21,10 +21,11 @@ TABLE_NAME = "segmentations.csv"
 
 
 def case_id_of(path: str | Path) -> str:
-    """Case id of an image file: its stem without nnU-Net's channel suffix (`oaizib_001_0000` -> `oaizib_001`)."""
+    """Case id of an image or mask file (`oaizib_001_0000.nii.gz` -> `oaizib_001`): the one rule of
+    `kneeoa.contracts.case_ids`."""
     from kneeoa.contracts.case_ids import case_id_from_name
 
-    return case_id_from_name(path)  # the one rule every command uses
+    return case_id_from_name(path)
 
 
 def _line(values: list) -> str:
