@@ -18,6 +18,7 @@ import warnings
 from kneeoa import __version__
 from kneeoa.errors import KneeOAError
 from kneeoa.progress import mode as progress_mode
+from kneeoa.progress import one_line
 from kneeoa.threads import configure_threads
 
 # modules in kneeoa/commands/, in `kneeoa --help` order (a module's command may use dashes: import-paper-checkpoint)
@@ -109,7 +110,7 @@ def command_names() -> list[str]:
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings as one plain line for users (no source file and line of the library)."""
-    return f"kneeoa: warning: {message}\n"
+    return f"kneeoa: warning: {one_line(message)}\n"
 
 
 _OUT_OF_MEMORY = ("kneeoa {command}: error: out of memory: the job needs more memory than this machine has "
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             configure_threads(args.threads, announce=args.command in LONG_COMMANDS or progress_mode() == "bar")
         return int(args.func(args) or 0)
     except KneeOAError as err:
-        print(f"kneeoa {args.command}: error: {err}", file=sys.stderr)
+        print(f"kneeoa {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 1
     except MemoryError:
         print(_OUT_OF_MEMORY.format(command=args.command), file=sys.stderr)

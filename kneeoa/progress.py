@@ -16,6 +16,9 @@ from typing import Any, TextIO
 from kneeoa.utils import strict_json
 
 MODE_ENV = "KNEEOA_PROGRESS"
+# A Slicer job sets a secret token; every event carries it, so the reader can tell our events from a line
+# some library printed (or a file name with a newline in it) that merely looks like one.
+TOKEN_ENV = "KNEEOA_PROGRESS_TOKEN"
 
 
 def mode() -> str:
@@ -26,11 +29,20 @@ def mode() -> str:
     return "bar" if sys.stderr.isatty() else "none"
 
 
+def one_line(text: object) -> str:
+    """`text` on one physical line: a file name may hold CR/LF, which must not start a line of its own (a
+    reader of our output, e.g. Slicer's job monitor, would take the rest for a line we printed)."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
     """Print one JSON progress line (only in json mode)."""
     if mode() != "json":
         return
     out = stream or sys.stdout
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        fields = {**fields, "token": token}
     # strict JSON (NaN -> null) on one physical line: json escapes a newline inside a file name as \\n
     out.write(strict_json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
     out.flush()
@@ -75,11 +87,11 @@ class Progress:
 
     def log(self, message: str) -> None:
         if self._bar is not None:
-            self._bar.write(message, file=sys.stderr)
+            self._bar.write(one_line(message), file=sys.stderr)
         elif self._mode == "json":
             emit("log", task=self.task, message=message)
         else:
-            print(message, file=sys.stderr)
+            print(one_line(message), file=sys.stderr)
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:

@@ -113,10 +113,11 @@ def test_cancel_stops_child_and_grandchild(tmp_path, new_session):
     # Like PythonSlicer: a launcher whose child does the work. The grandchild may even start its own
     # session (leave the process group); it must still be stopped.
     argv = _script(tmp_path, "launcher.py", f"""
-        import json, subprocess, sys, time
+        import json, os, subprocess, sys, time
         grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                                       start_new_session={new_session})
-        print(json.dumps({{"event": "log", "message": "started", "grandchild": grandchild.pid}}), flush=True)
+        print(json.dumps({{"event": "log", "message": "started", "grandchild": grandchild.pid,
+                          "token": os.environ["KNEEOA_PROGRESS_TOKEN"]}}), flush=True)
         time.sleep(120)
     """)
     job = jobs.Job(argv).start()

@@ -24,6 +24,9 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # titles and labels hold case ids and model names from files: "knee_$1" must be text, not mathtext (an
+    # unbalanced `$` raises at draw time, at the end of an hour-long study)
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.engine.devices import resolve_device
     from kneeoa.errors import ConfigError, InputError
     from kneeoa.models.checkpoint import load_checkpoint
-    from kneeoa.progress import emit, mode
+    from kneeoa.progress import emit, mode, one_line
 
     labels = parse_labels(args.labels)
     ks = parse_topk(args.topk)
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"overlap table: {result['overlap_csv']}", file=say)
     if result["failures"]:
         for case_id, message in result["failures"].items():
-            print(f"kneeoa saliency: {case_id}: {message}", file=sys.stderr)
+            print(one_line(f"kneeoa saliency: {case_id}: {message}"), file=sys.stderr)
         return 1
     return 0
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from kneeoa.errors import InputError
 from kneeoa.utils.atomic import atomic_write_bytes
+from kneeoa.utils.cells import csv_line, quote_formula, unquote_formula
 
 TABLE_SUFFIXES = (".xlsx", ".csv")
 # Fixed workbook/zip timestamps: the same rows always give the same .xlsx bytes.
@@ -98,7 +99,7 @@ def _rows_as_dicts(header: list, body: list[list], path: Path) -> list[dict]:
         raise InputError(f"duplicate column names {dupes}", path)
     rows = []
     for line_no, raw in enumerate(body, start=2):
-        values = [None if _blank(v) else (v.strip() if isinstance(v, str) else v) for v in raw]
+        values = [None if _blank(v) else (unquote_formula(v.strip()) if isinstance(v, str) else v) for v in raw]
         if all(v is None for v in values):
             continue  # empty line
         if len(values) > len(names) and any(v is not None for v in values[len(names):]):
@@ -126,8 +127,8 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     if value is not None and not isinstance(value, (str, int, float, bool, _dt.datetime, _dt.date)):
-        return str(value)
-    return value
+        value = str(value)
+    return quote_formula(value)  # never a live formula in a CSV or workbook we write (OWASP)
 
 
 def write_table(path: str | Path, rows: list[dict], columns: list[str]) -> Path:
@@ -136,11 +137,8 @@ def write_table(path: str | Path, rows: list[dict], columns: list[str]) -> Path:
     suffix = path.suffix.lower()
     table = [[_cell(row.get(c)) for c in columns] for row in rows]
     if suffix == ".csv":
-        buf = io.StringIO(newline="")
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([["" if v is None else v for v in r] for r in table])
-        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+        text = csv_line(list(columns)) + "".join(csv_line(["" if v is None else v for v in r]) for r in table)
+        atomic_write_bytes(path, text.encode("utf-8"))
     elif suffix == ".xlsx":
         atomic_write_bytes(path, _xlsx_bytes(columns, table))
     else:

@@ -16,12 +16,11 @@ from pathlib import Path
 from kneeoa.contracts.schemas import SCORE_COLUMNS
 from kneeoa.errors import InputError
 from kneeoa.utils.atomic import umask_mode
+from kneeoa.utils.cells import csv_line, quote_formula, unquote_formula
 
 
 def _line(values: list) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(values)
-    return buf.getvalue()
+    return csv_line(values)
 
 
 def format_row(row: dict) -> str:
@@ -37,7 +36,7 @@ def format_row(row: dict) -> str:
             values.append(f"{value:.8g}")
         else:
             # one physical line per case: messages never carry newlines into the table
-            values.append(" ".join(str(value).split()) if col == "error" else str(value))
+            values.append(quote_formula(" ".join(str(value).split()) if col == "error" else str(value)))
     return _line(values)
 
 
@@ -65,28 +64,31 @@ def read_scores(path: str | Path) -> list[dict]:
     """The complete rows of a scores table (rows of the wrong width — a cut-off line — are skipped)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # read_text would turn a CR inside a quoted id into LF
     except OSError as err:
         raise InputError(f"cannot read the scores table ({err.strerror})", path) from None
     except UnicodeDecodeError:
         raise InputError("scores table is not UTF-8 text", path) from None
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]  # a hard kill mid-write: the last line is incomplete
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return []
-    if header != SCORE_COLUMNS:
-        raise InputError(f"not a KneeOA scores table (header {header[:4]}...)", path)
-    return [dict(zip(header, values)) for values in reader if len(values) == len(header)]
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a hard kill mid-write: the last line is incomplete
+    # csv parses the whole text: a quoted case id may hold CR or LF (file names can), str.splitlines would cut it
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return []
+        if header != SCORE_COLUMNS:
+            raise InputError(f"not a KneeOA scores table (header {header[:4]}...)", path)
+        return [dict(zip(header, map(unquote_formula, values))) for values in reader if len(values) == len(header)]
+    except csv.Error as err:
+        raise InputError(f"malformed scores table: {err}", path) from None
 
 
 def write_scores(path: Path, rows: list[dict]) -> None:
     """Write a whole table atomically (used by merge); values are written as they were read."""
     from kneeoa.utils.atomic import atomic_write_text
 
-    text = _line(SCORE_COLUMNS) + "".join(_line([row.get(c, "") for c in SCORE_COLUMNS]) for row in rows)
+    text = _line(SCORE_COLUMNS) + "".join(_line([quote_formula(row.get(c, "")) for c in SCORE_COLUMNS]) for row in rows)
     atomic_write_text(path, text)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from kneeoa.contracts.segmentation import SEGMENT_COLUMNS
 from kneeoa.errors import ConfigError, InputError, KneeOAError
+from kneeoa.utils.cells import quote_formula, unquote_formula
 
 TABLE_NAME = "segmentations.csv"
 
@@ -43,7 +44,7 @@ def format_row(row: dict) -> str:
         elif isinstance(value, float):
             values.append("" if value != value else f"{value:.6g}")  # NaN (no plate) -> empty cell
         else:
-            values.append(" ".join(str(value).split()))
+            values.append(quote_formula(" ".join(str(value).split())))  # never a live formula (OWASP)
     return _line(values)
 
 
@@ -59,7 +60,7 @@ def read_segment_table(path: str | Path) -> list[dict]:
         return []
     if header != SEGMENT_COLUMNS:
         raise InputError(f"not a KneeOA segmentations table (header {header[:4]}...)", path)
-    return [dict(zip(header, values)) for values in reader if len(values) == len(header)]
+    return [dict(zip(header, map(unquote_formula, values))) for values in reader if len(values) == len(header)]
 
 
 def segment_one(model: Any, card: dict, image_path: str | Path, out_path: str | Path, device: Any,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,7 +37,10 @@ def slicer_python() -> str:
 
 
 def kneeoa_command(subcommand: str, args: Sequence[str], python: str | None = None) -> list[str]:
-    """`python -m kneeoa --progress json SUBCOMMAND ARGS...` as an argv list."""
+    """`python -m kneeoa --progress json SUBCOMMAND ARGS...` as an argv list.
+
+    `Job` starts it with PYTHONSAFEPATH=1 (Python >= 3.11: the working folder is not put on `sys.path`, as
+    `-P` does, so a `torch.py` lying there is never imported) and in a safe working folder (older Pythons)."""
     return [python or slicer_python(), "-m", "kneeoa", "--progress", "json", subcommand, *map(str, args)]
 
 
@@ -67,7 +71,15 @@ def job_environment(base: dict[str, str] | None = None, kneeoa_root: str | Path 
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["KNEEOA_PROGRESS"] = "json"
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONSAFEPATH"] = "1"  # Python >= 3.11: neither the cwd nor the script folder goes on sys.path
     return env
+
+
+def safe_cwd() -> Path:
+    """The working folder for jobs: the folder that holds our own `kneeoa` package (on PYTHONPATH anyway),
+    never the user's current folder, which may hold a `torch.py` or `safetensors.py` that `-m` would import
+    on interpreters without PYTHONSAFEPATH (Python < 3.11, e.g. older Slicers)."""
+    return KNEEOA_ROOT
 
 
 def slicer_job_environment() -> dict[str, str]:
@@ -81,18 +93,41 @@ def slicer_job_environment() -> dict[str, str]:
     return job_environment(dict(os.environ))
 
 
-def parse_line(line: str) -> dict[str, Any]:
-    """One output line -> event dict. JSON objects with an "event" key pass through; anything else
-    (warnings, tracebacks, `kneeoa grade: error: ...`) becomes {"event": "text", "message": line}."""
+EVENTS = ("start", "progress", "log", "result", "end")  # what kneeoa.progress emits
+TOKEN_ENV = "KNEEOA_PROGRESS_TOKEN"  # = kneeoa.progress.TOKEN_ENV (this module imports nothing of kneeoa's)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {"task": (str,), "done": (int, float), "total": (int, float, type(None)),
+                                             "ok": (bool,), "message": (str,), "elapsed_s": (int, float)}
+
+
+def parse_line(line: str, token: str | None = None) -> dict[str, Any]:
+    """One output line -> event dict; anything that is not a well-formed event (warnings, tracebacks,
+    `kneeoa grade: error: ...`) becomes {"event": "text", "message": line}.
+
+    Well-formed: one JSON object on the line, a known "event", fields of the right types and, when
+    `token` is given, the job's secret token. A file name holding a newline and a JSON object cannot
+    forge an event: it does not know the token (and our own lines escape newlines)."""
     text = line.rstrip("\r\n")
-    if text.startswith("{"):
+    if text.startswith("{") and text.endswith("}"):
         try:
             event = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             event = None
-        if isinstance(event, dict) and isinstance(event.get("event"), str):
+        if _well_formed(event) and (token is None or event.get("token") == token):
+            event.pop("token", None)
             return event
     return {"event": "text", "message": text}
+
+
+def _well_formed(event: Any) -> bool:
+    """A known event whose standard fields have their types (a bool is not a number here)."""
+    if not isinstance(event, dict) or event.get("event") not in EVENTS:
+        return False
+    for key, types in _FIELD_TYPES.items():
+        if key in event:
+            value = event[key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                return False
+    return True
 
 
 def fraction_done(event: dict[str, Any]) -> float | None:
@@ -221,6 +256,7 @@ class Job:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader: threading.Thread | None = None
         self._drained = False
+        self.token = secrets.token_hex(16)  # our child's events carry it; text that only looks like one does not
 
     def start(self) -> Job:
         """Launch the process and a reader thread; returns self."""
@@ -229,8 +265,12 @@ class Job:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
         else:
             kwargs["start_new_session"] = True
+        env = dict(os.environ if self.env is None else self.env)
+        env[TOKEN_ENV] = self.token
+        env["PYTHONSAFEPATH"] = "1"
+        cwd = self.cwd if self.cwd is not None else safe_cwd()
         self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd, text=True,
+                                        stdin=subprocess.DEVNULL, env=env, cwd=cwd, text=True,
                                         encoding="utf-8", errors="replace", bufsize=1, **kwargs)
         self._reader = threading.Thread(target=self._read, name="kneeoa-job-reader", daemon=True)
         self._reader.start()
@@ -265,7 +305,7 @@ class Job:
                 if self.process is not None:
                     self.process.wait()
                 break
-            events.append(self._note(parse_line(line)))
+            events.append(self._note(parse_line(line, self.token)))
         return events
 
     def _note(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ so the parameter-node plumbing, plot-view nodes and HTML tables stay testable he
 
 from __future__ import annotations
 
+import html
 import importlib
 import logging
 import sys
@@ -82,8 +83,12 @@ def remember_paths(*line_edits: Any) -> None:
 
 
 def html_table(rows: Iterable[tuple[Any, Any]]) -> str:
-    """(name, value) rows as the small two-column HTML table the module panels show in a QLabel."""
-    return "<table>" + "".join(f"<tr><td><b>{k}</b>&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    """(name, value) rows as the small two-column HTML table the module panels show in a QLabel.
+
+    Names and values are HTML-escaped: they come from model cards and tables (files), and a QLabel renders
+    `<img src=...>` or `<a href=...>` in them as rich text."""
+    return "<table>" + "".join(f"<tr><td><b>{html.escape(str(k))}</b>&nbsp;</td><td>{html.escape(str(v))}</td></tr>"
+                               for k, v in rows) + "</table>"
 
 
 def plot_view_node(scene: Any, tag: str, name: str | None = None) -> Any:
