@@ -2,11 +2,11 @@
 
 Air-gapped sites are a top complaint about Slicer AI extensions (SlicerNNUnet#16, MedSAMSlicer#9); the
 answer Slicer's developers give is `pip download` + `--find-links`. Two pip calls, standard library only:
-1. `pip install --dry-run --report` resolves the requirements *for the target* (Slicer's Python, e.g. 3.12,
-   and its platform) without installing anything;
-2. `pip download --no-deps` fetches exactly the resolved wheels that are reachable from KneeOA's
-   requirements *without passing through torch*: torch (and what only torch needs: CUDA libraries, triton)
-   comes from Slicer's PyTorch extension, which picks the build for the site's GPU driver.
+1. `pip install --dry-run --no-deps --report`, one dependency layer at a time, resolves the requirements *for
+   the target* (Slicer's Python, e.g. 3.12, and its platform) without installing anything and *without ever
+   resolving torch* (see `resolve`): torch (and what only torch needs: CUDA libraries, triton) comes from
+   Slicer's PyTorch extension, which picks the build for the site's GPU driver;
+2. `pip download --no-deps` fetches exactly the resolved wheels.
 The folder then holds the wheels and `kneeoa-wheelhouse.json` (target, files, sha256); in Slicer the
 dependency prompt's "Install from a folder..." installs from it with `pip --no-index --find-links`.
 """
@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 MANIFEST = "kneeoa-wheelhouse.json"
 # pip platform tags of the platforms Slicer is built for (manylinux_2_28 covers current Slicer Linux builds)
@@ -30,9 +31,11 @@ PLATFORMS = {
     "macos-arm64": ["macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64", "macosx_14_0_arm64"],
     "macos-x86_64": ["macosx_10_9_x86_64", "macosx_10_13_x86_64", "macosx_11_0_x86_64"],
 }
+# PEP 508 marker values per platform: sys_platform, platform_system, platform_machine, os_name
+TARGETS = {"linux": ("linux", "Linux", "x86_64", "posix"), "windows": ("win32", "Windows", "AMD64", "nt"),
+           "macos-arm64": ("darwin", "Darwin", "arm64", "posix"), "macos-x86_64": ("darwin", "Darwin", "x86_64", "posix")}
 SLICER_PYTHON = "3.12"  # Slicer 5.10 and 5.12 bundle Python 3.12
 EXCLUDED = ("torch",)  # installed through the PyTorch extension, never from a wheelhouse
-_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)")
 
 
 def normalise(name: str) -> str:
@@ -54,36 +57,74 @@ def _pip(args: list[str]) -> None:
         raise RuntimeError(f"pip {args[0]} failed:\n{tail}")
 
 
-def resolve(requirements: Sequence[str], python_version: str, platforms: Sequence[str],
-            index_args: Sequence[str] = ()) -> list[dict]:
-    """The resolved install set for the target, as pip's installation report items."""
+def _packaging() -> Any:
+    """`packaging`'s Requirement class: the standalone package when installed, else the copy
+    pip vendors (pip is what this module drives, so it is always there; Slicer may lack `packaging`)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pragma: no cover - depends on the Python
+        from pip._vendor.packaging.requirements import Requirement
+    return Requirement
+
+
+def environment(python_version: str, platform: str) -> dict[str, str]:
+    """PEP 508 marker values of the target Slicer's Python (so `; sys_platform == "win32"` deps are right)."""
+    sys_platform, system, machine, os_name = TARGETS[platform]
+    return {"python_version": ".".join(python_version.split(".")[:2]), "python_full_version": python_version
+            if python_version.count(".") == 2 else python_version + ".0", "sys_platform": sys_platform,
+            "platform_system": system, "platform_machine": machine, "os_name": os_name,
+            "implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "platform_release": "", "platform_version": "", "implementation_version": python_version, "extra": ""}
+
+
+def _report(requirements: Sequence[str], python_version: str, platforms: Sequence[str],
+            index_args: Sequence[str]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="kneeoa-wheelhouse-") as tmp:
         report = Path(tmp) / "report.json"
-        _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
+        _pip(["install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", str(report),
               "--target", str(Path(tmp) / "unused"), *target_args(python_version, platforms), *index_args,
               *requirements])
         return json.loads(report.read_text(encoding="utf-8"))["install"]
 
 
-def without_excluded(items: list[dict], requirements: Sequence[str], excluded: Sequence[str] = EXCLUDED) -> list[dict]:
-    """The items reachable from `requirements` through Requires-Dist without passing an excluded package
-    (a dependency only torch has, such as nvidia-cudnn or triton, is dropped with it)."""
-    by_name = {normalise(item["metadata"]["name"]): item for item in items}
+def resolve(requirements: Sequence[str], python_version: str, platform: str, index_args: Sequence[str] = (),
+            excluded: Sequence[str] = EXCLUDED, max_rounds: int = 25) -> list[dict]:
+    """The wheels reachable from `requirements` on the target, never resolving an excluded package.
+
+    Why not one `pip download` with dependencies: torch is a dependency of monai/captum/mambapy, and pip's
+    resolver then fetches (and backtracks over) multi-GB torch wheels for the target platform - measured here:
+    28 GB read in 18 min without finishing. So pip resolves one layer at a time with --no-deps, and the
+    Requires-Dist of each resolved wheel (markers evaluated for the target) gives the next layer; a package is
+    resolved again when a later layer adds a specifier for it."""
+    Requirement = _packaging()
+    env = environment(python_version, platform)
     skip = {normalise(name) for name in excluded}
-    todo = [normalise(_NAME.match(r).group(1)) for r in requirements]
-    keep: dict[str, dict] = {}
-    while todo:
-        name = todo.pop()
-        if name in skip or name in keep or name not in by_name:
-            continue  # not in the report: its environment marker does not hold on the target
-        keep[name] = by_name[name]
-        for dep in by_name[name]["metadata"].get("requires_dist") or []:
-            if "extra ==" in dep.replace('"', "'").replace("extra==", "extra =="):
-                continue  # an optional extra that was not asked for
-            match = _NAME.match(dep)
-            if match:
-                todo.append(normalise(match.group(1)))
-    return sorted(keep.values(), key=lambda item: normalise(item["metadata"]["name"]))
+    wanted: dict[str, list[str]] = {}
+    for text in requirements:
+        req = Requirement(text)
+        wanted.setdefault(normalise(req.name), []).append(str(req.specifier))
+    resolved: dict[str, tuple[tuple[str, ...], dict]] = {}
+    for _round in range(max_rounds):
+        todo = [n for n, specs in wanted.items() if n not in resolved or resolved[n][0] != tuple(specs)]
+        if not todo:
+            return sorted((item for _, item in resolved.values()), key=lambda i: normalise(i["metadata"]["name"]))
+        asked = {n: tuple(wanted[n]) for n in todo}
+        items = _report([n + ",".join(s for s in asked[n] if s) for n in todo], python_version,
+                        PLATFORMS[platform], index_args)
+        for item in items:
+            name = normalise(item["metadata"]["name"])
+            resolved[name] = (asked.get(name, tuple(wanted.get(name, ()))), item)
+            for dep in item["metadata"].get("requires_dist") or []:
+                req = Requirement(dep)
+                if req.marker is not None and not req.marker.evaluate(env):
+                    continue  # another platform's, another Python's, or an extra nobody asked for
+                dep_name = normalise(req.name)
+                if dep_name in skip:
+                    continue
+                specs = wanted.setdefault(dep_name, [])
+                if str(req.specifier) not in specs:
+                    specs.append(str(req.specifier))
+    raise RuntimeError(f"the requirements did not settle in {max_rounds} resolution rounds")
 
 
 def build(out: str | Path, requirements: Sequence[str] | None = None, python_version: str = SLICER_PYTHON,
@@ -98,7 +139,7 @@ def build(out: str | Path, requirements: Sequence[str] | None = None, python_ver
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     platforms = PLATFORMS[platform]
-    items = without_excluded(resolve(requirements, python_version, platforms, index_args), requirements, excluded)
+    items = resolve(requirements, python_version, platform, index_args, excluded)
     pins = [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in items]
     if pins:
         _pip(["download", "--no-deps", "--quiet", "-d", str(out), *target_args(python_version, platforms),
