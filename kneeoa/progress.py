@@ -44,16 +44,8 @@ def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
     if token:
         fields = {**fields, "token": token}
     # strict JSON (NaN -> null) on one physical line: json escapes a newline inside a file name as \\n
-    out.write(strict_json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
+    out.write(strict_json.dumps({"event": event, **fields}) + "\n")  # numpy/torch values: plain numbers
     out.flush()
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
 
 
 class Progress:

@@ -20,6 +20,7 @@ HEAVY = ("torch", "numpy", "yaml", "scipy", "sklearn", "monai", "nibabel", "Simp
 
 @pytest.mark.parametrize("module", ["kneeoa", "kneeoa.contracts.vocab", "kneeoa.contracts.catalog",
                                     "kneeoa.contracts.schemas", "kneeoa.contracts.prediction",
+                                    "kneeoa.contracts.checkpoint_meta",
                                     "kneeoa.slicer.training", "kneeoa.slicer.grading", "kneeoa.slicer.results",
                                     "kneeoa.commands.train"])
 def test_contracts_and_slicer_glue_import_only_the_standard_library(module):
@@ -105,3 +106,29 @@ def test_a_prediction_writes_the_published_columns_the_scores_columns_and_the_gr
     assert list(single_oa.to_pred_row()) == ["prob_oa", "pred_oa"]
     assert pred_columns("single_oa", img_path=False) == ["CMT_ID", "label_kl", "label_oa", "prob_oa", "pred_oa"]
     assert pred_columns("single-kl") == PRED_COLUMNS
+
+
+def test_the_stdlib_metadata_reader_reads_what_safetensors_reads_and_refuses_the_rest(tmp_path):
+    import pickle
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from kneeoa.contracts.checkpoint_meta import MAX_HEADER, read_card, read_metadata, read_trainer_meta
+    from kneeoa.errors import CheckpointError
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path), metadata={"kneeoa_card": json.dumps({"spec": {"a": 1}}), "x": "y"})
+    with safe_open(str(path), framework="pt") as fh:
+        assert read_metadata(path) == fh.metadata()
+    assert read_card(path) == {"spec": {"a": 1}}
+    with pytest.raises(CheckpointError, match="not a KneeOA trainer state"):
+        read_trainer_meta(path)
+    (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        read_card(tmp_path / "p.safetensors")
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes((MAX_HEADER + 1).to_bytes(8, "little") + b"{" + b" " * (MAX_HEADER + 8))
+    with pytest.raises(CheckpointError, match="header of"):
+        read_card(huge)

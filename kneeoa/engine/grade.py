@@ -8,13 +8,7 @@ from typing import Any
 
 from kneeoa.contracts.vocab import MASK_LABELS
 from kneeoa.errors import ConfigError, JobError
-
-
-def plain(obj: Any) -> Any:
-    """numpy/torch scalars and arrays -> JSON-ready Python values (recursively); NaN/inf -> None (strict JSON)."""
-    from kneeoa.utils.strict_json import finite_or_none
-
-    return finite_or_none(obj)
+from kneeoa.utils.strict_json import finite_or_none
 
 
 def _same_file(a: str | Path, b: str | Path | None) -> bool:
@@ -83,4 +77,4 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
 
             say("cartilage overlap")
             result["overlap"] = saliency_overlap(smap.volume.array, mask.array)
-    return plain(result)
+    return finite_or_none(result)  # numpy values -> plain Python, NaN/inf -> None (strict JSON)

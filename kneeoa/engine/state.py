@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.checkpoint_meta import STATE_KEY, read_trainer_meta
 from kneeoa.errors import CheckpointError
 from kneeoa.utils.atomic import atomic_path
 
-STATE_KEY = "kneeoa_trainer_state"
+__all__ = ["STATE_KEY", "load_trainer_state", "read_trainer_meta", "restore", "save_trainer_state"]
 STATE_VERSION = 1
 
 
@@ -69,27 +70,15 @@ def save_trainer_state(path: str | Path, model: Any, optimizer: Any, scaler: Any
     return path
 
 
-def read_trainer_meta(path: str | Path) -> dict:
-    """The JSON part only (epoch, finished, ...), without loading tensors."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = (fh.metadata() or {}).get(STATE_KEY)
-    except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
-        raise CheckpointError(f"trainer state is unreadable ({err}); delete it to restart the run", path) from None
-    if meta is None:
-        raise CheckpointError("not a KneeOA trainer state (no metadata)", path)
-    return json.loads(meta)
-
-
 def load_trainer_state(path: str | Path) -> dict:
     """{'meta', 'model', 'optimizer', 'rng'} from a trainer state file."""
     from safetensors.torch import load_file
 
     meta = read_trainer_meta(path)
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
+        raise CheckpointError(f"trainer state is unreadable ({err}); delete it to restart the run", path) from None
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     optimizer = _unflatten_optimizer(tensors, meta["optimizer"])

@@ -220,10 +220,8 @@ def _train_epoch(net: Any, loader: Any, optimizer: Any, scaler: Any, device: Any
 
 
 def _card(model: Any, cfg: dict, cohort: Any, train_cases: list, epochs_done: int, metrics: dict) -> dict:
-    import datetime
-
-    from kneeoa import __version__
-    from kneeoa.hierarchy import KL_GRADES, OA_THRESHOLD
+    from kneeoa.contracts.checkpoint_meta import model_card
+    from kneeoa.hierarchy import KL_GRADES
 
     counts = [sum(1 for c in train_cases if c.kl == g) for g in KL_GRADES]
     description = (f"{cohort.kind} cohort at {cohort.root}: {len(train_cases)} graded training cases "
@@ -231,18 +229,9 @@ def _card(model: Any, cfg: dict, cohort: Any, train_cases: list, epochs_done: in
                    f"{epochs_done} of {cfg['epochs']} epochs, seed {cfg['seed']}")
     if any("TrueSeverity" in c.extra for c in train_cases):  # only the phantom writes the true severity
         description = "SYNTHETIC knee phantom (kneeoa phantom), not for clinical use. " + description
-    return {
-        "spec": model.spec.to_dict(),
-        "preprocessing": {"input_shape": list(cfg["input_shape"]), "zscore": "per volume, std floor 1e-6",
-                          "resize": "trilinear, align_corners=False", "axis_order": "model (D,H,W) = image (k,i,j)"},
-        "labels": {"kl_grades": list(KL_GRADES), "oa_rule": f"OA = KL >= {OA_THRESHOLD}", "oa_decision": 0.5},
-        "training_data": description,
-        "training": {k: cfg[k] for k in ("preset", "epochs", "lr", "weight_decay", "batch_size", "seed",
-                                          "lambda_oa", "amp")} | {"epochs_done": epochs_done},
-        "metrics": metrics,
-        "kneeoa_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    training = {k: cfg[k] for k in ("preset", "epochs", "lr", "weight_decay", "batch_size", "seed", "lambda_oa",
+                                    "amp")} | {"epochs_done": epochs_done}
+    return model_card(model.spec.to_dict(), cfg["input_shape"], description, metrics, training=training)
 
 
 def _save_epoch(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, cohort: Any,

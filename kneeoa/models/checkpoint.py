@@ -7,38 +7,26 @@ the file: pickle / torch.save payloads are recognised by their first bytes and r
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from kneeoa.contracts.checkpoint_meta import CARD_KEY, model_card, read_card
+from kneeoa.contracts.checkpoint_meta import check_safetensors as _check_file
 from kneeoa.contracts.trust import TENSOR_PREFIX as TRUST_TENSOR_PREFIX
 from kneeoa.errors import CheckpointError, ConfigError
-from kneeoa.hierarchy import KL_GRADES, OA_THRESHOLD
 from kneeoa.models.registry import ModelSpec, build_model
 from kneeoa.utils import strict_json
 
-CARD_KEY = "kneeoa_card"
+__all__ = ["CARD_KEY", "default_card", "load_checkpoint", "load_weights", "read_card", "save_checkpoint"]
 _LIST_MAX = 6
 
 
 def default_card(spec: ModelSpec) -> dict[str, Any]:
-    """The card fields every checkpoint carries; callers override/extend them."""
-    from kneeoa import __version__
-
-    return {
-        "spec": spec.to_dict(),
-        "preprocessing": {"input_shape": list(spec.input_shape), "axis_order": "DHW = NIfTI (k, i, j)",
-                          "zscore": True, "resize": "trilinear"},
-        "labels": {"kl_grades": list(KL_GRADES), "oa_rule": f"OA = KL >= {OA_THRESHOLD}"},
-        "training_data": "",
-        "metrics": {},
-        "kneeoa_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    """The card fields every checkpoint carries (kneeoa.contracts.checkpoint_meta.model_card); callers extend them."""
+    return model_card(spec.to_dict(), spec.input_shape)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | None = None) -> Path:
@@ -59,66 +47,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | N
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={CARD_KEY: text, "format": "pt"})
     return path
-
-
-def _check_file(path: Path) -> None:
-    """Refuse missing, pickled, truncated and non-safetensors files before any library parses them."""
-    if not path.is_file():
-        raise CheckpointError("checkpoint file not found", path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    # the safetensors layout is checked first: its 8-byte header length may itself start with 0x80 or "PK"
-    # (a 640-byte header does), which would otherwise pass for pickle / zip magic
-    if 2 <= header_len <= size - 8 and head[8:9] == b"{":
-        return
-    if head[:2] == b"PK" and not _is_torch_zip(path):
-        raise CheckpointError("a ZIP archive (e.g. .xlsx, .docx, .zip), not a KneeOA checkpoint; a KneeOA checkpoint "
-                              "is a .safetensors file written by `kneeoa train` (e.g. RUN/checkpoints/"
-                              "last.safetensors, or the bundled Resources/demo_model.safetensors)", path)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(
-            "this is a pickle / torch.save file; KneeOA never unpickles checkpoints because loading a pickle can "
-            "run arbitrary code. Use a KneeOA checkpoint (.safetensors with a model card), or convert weights "
-            "you trust with save_checkpoint() in a trusted environment", path)
-    raise CheckpointError("not a KneeOA checkpoint: not a safetensors file, or truncated/corrupt", path)
-
-
-def _is_torch_zip(path: Path) -> bool:
-    """torch.save's ZIP format holds `<archive>/data.pkl`; any other ZIP (a spreadsheet, say) is not a pickle.
-    Only the central directory is listed; nothing is extracted or unpickled."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("data.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return False
-
-
-def read_card(path: str | Path) -> dict[str, Any]:
-    """The model card of a checkpoint (reads only the header, never the weights)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    _check_file(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as err:  # safetensors raises its own error type for truncated/corrupt headers
-        raise CheckpointError(f"truncated or corrupt checkpoint ({err})", path) from None
-    if CARD_KEY not in meta:
-        raise CheckpointError("safetensors file without a KneeOA model card (metadata 'kneeoa_card')", path)
-    try:
-        card = json.loads(meta[CARD_KEY])
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"the model card is not valid JSON ({err})", path) from None
-    except RecursionError:  # a card nested thousands deep exhausts the parser's stack
-        raise CheckpointError("the model card is nested too deeply to read", path) from None
-    if not isinstance(card, dict) or "spec" not in card:
-        raise CheckpointError("the model card has no 'spec'", path)
-    return card
 
 
 def _short(items: list[str]) -> str:

@@ -15,12 +15,9 @@ from kneeoa.contracts.catalog import BACKBONES, DEFAULT_BACKBONE, Backbone
 from kneeoa.contracts.vocab import HEADS, KL_HEADS, VARIANTS
 from kneeoa.errors import ConfigError
 from kneeoa.models.model import KneeOAModel
+from kneeoa.utils.strict_json import finite_or_none
 
 HEAD_OPTIONS = {"kl_head": "softmax"}  # options consumed by the heads, valid for every backbone
-
-
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 MAX_INPUT_SIDE = 1024  # voxels per side of the model input (the paper's largest is 256)
@@ -84,7 +81,7 @@ class ModelSpec:
         self.width = None if self.width is None else int(self.width)
         if not isinstance(self.options or {}, dict):
             raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
-        self.options = {k: _jsonable(v) for k, v in dict(self.options or {}).items()}
+        self.options = {k: finite_or_none(v) for k, v in dict(self.options or {}).items()}  # tuples -> lists
         _check_option_numbers(self.options)
         allowed = [*HEAD_OPTIONS, *entry.option_names()]
         unknown = sorted(set(self.options) - set(allowed))

@@ -41,7 +41,7 @@ def save_segmenter(path: str | Path, model: Any, card: dict) -> Path:
     """Weights + card, atomically (same layout as grading checkpoints, so `read_card` reads both)."""
     from safetensors.torch import save_file
 
-    from kneeoa.models.checkpoint import CARD_KEY
+    from kneeoa.contracts.checkpoint_meta import CARD_KEY
     from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_path
 
@@ -64,7 +64,7 @@ def is_segmenter(card: dict) -> bool:
 
 def read_segmenter_card(path: str | Path) -> dict:
     """The card, or CheckpointError when the file is a grading model (or no KneeOA checkpoint at all)."""
-    from kneeoa.models.checkpoint import read_card
+    from kneeoa.contracts.checkpoint_meta import read_card
 
     card = read_card(path)
     if not is_segmenter(card):

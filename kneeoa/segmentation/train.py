@@ -230,8 +230,8 @@ def evaluate_cases(model: Any, card: dict, cases: list, device: Any) -> tuple[li
 
 def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, cohort: Any, cases: list,
             device: Any, info: Any) -> dict:
+    from kneeoa.contracts.checkpoint_meta import read_card
     from kneeoa.engine.state import read_trainer_meta, save_trainer_state
-    from kneeoa.models.checkpoint import read_card
     from kneeoa.segmentation.checkpoint import save_segmenter, segmenter_card
     from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_write_text

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.checkpoint_meta import read_card
 from kneeoa.contracts.prediction import Prediction
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_NONE, SALIENCY_TARGETS
 from kneeoa.errors import NOT_ENOUGH_GPU_MEMORY, CheckpointError, JobError
@@ -47,32 +48,10 @@ def resolve_checkpoint(checkpoint: str | Path | None, module_file: str | Path) -
                           demo_checkpoint_candidates(module_file)[0])
 
 
-CARD_KEY = "kneeoa_card"  # = kneeoa.models.checkpoint.CARD_KEY (a test keeps them equal)
-_MAX_HEADER = 64 * 1024 * 1024
-
-
 def read_card_header(path: str | Path) -> dict:
     """A checkpoint's model card from the safetensors JSON header alone (standard library, no torch):
     the Slicer panel shows it without loading torch into the GUI process. CheckpointError if unreadable."""
-    import struct
-
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            if not 0 < size <= _MAX_HEADER:
-                raise ValueError(f"header size {size}")
-            header = json.loads(fh.read(size))
-        card = json.loads(header["__metadata__"][CARD_KEY])
-    except FileNotFoundError:
-        raise CheckpointError("checkpoint file not found", path) from None
-    except RecursionError:  # a card nested thousands deep
-        raise CheckpointError("the model card is nested too deeply to read", path) from None
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
-        raise CheckpointError(f"no KneeOA model card in this file ({type(err).__name__})", path) from None
-    if not isinstance(card, dict):
-        raise CheckpointError("the model card is not a JSON object", path)
-    return card
+    return read_card(path)
 
 
 @dataclass

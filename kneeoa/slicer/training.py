@@ -8,7 +8,6 @@ curve as an MRML plot. Standard library at import (numpy/slicer only inside `upd
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.contracts.catalog import DEFAULT_BACKBONE, backbone_names, study_backbones
+from kneeoa.contracts.checkpoint_meta import read_trainer_meta
 from kneeoa.contracts.vocab import DEVICES, HEADS, PRESETS, VARIANTS
-from kneeoa.errors import ConfigError
+from kneeoa.errors import CheckpointError, ConfigError
 from kneeoa.slicer import jobs
 
 METRIC_KEYS = ("train_kl_acc", "train_oa_acc")  # per-epoch accuracy the engine reports, first found is shown
@@ -179,21 +179,12 @@ def _config_epochs(config: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-STATE_KEY = "kneeoa_trainer_state"  # = kneeoa.engine.state.STATE_KEY (a test keeps them equal)
-
-
 def _run_finished(run: Any) -> bool:
     """The trainer state's `finished` flag, read from the safetensors JSON header with the standard library:
     the panel refreshes this on every edit, and importing torch would stall Slicer's GUI for seconds."""
-    import struct
-
     try:
-        with open(run.state, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            if not 0 < size <= 64 * 1024 * 1024:
-                return False
-            meta = json.loads(json.loads(fh.read(size))["__metadata__"][STATE_KEY])
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        meta = read_trainer_meta(run.state)
+    except CheckpointError:
         return False  # no epoch finished yet, or a state cut short by a hard kill: not finished either way
     return bool(meta.get("finished"))
 
