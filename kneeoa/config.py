@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kneeoa.contracts.catalog import BACKBONES
-from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, M3T_PRETRAINED, VARIANTS
+from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, M3T_PRETRAINED, REORIENT, VARIANTS
 from kneeoa.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -38,9 +38,10 @@ TRAIN_KEYS: dict[str, tuple[tuple, str]] = {
     "options": ((dict,), "backbone-specific ModelSpec options"),
     "m3t_pretrained": ((str,), "M3T's 2D ResNet-18 start: none or imagenet (torchvision IMAGENET1K_V1, the paper)"),
     "m3t_weights": ((str, type(None)), "local ImageNet ResNet-18 weights file; null = torchvision's cache/URL"),
+    "reorient": ((str,), "input voxel order: ras (reorient first) or none (the file's own, as the paper's code)"),
 }
 # keys added after 0.1: presets and saved run configs without them get these values
-OPTIONAL_DEFAULTS = {"m3t_pretrained": "none", "m3t_weights": None}
+OPTIONAL_DEFAULTS = {"m3t_pretrained": "none", "m3t_weights": None, "reorient": "ras"}
 PRESET_ONLY_KEYS = {"description", "backbones"}
 IDENTITY_KEYS = ("preset", "backbone", "variant", "data", "labels")
 # what may change when a run is resumed: nothing that changes the model or the optimisation
@@ -111,6 +112,7 @@ def validate(cfg: dict, source: str | Path | None = None) -> dict:
         "workers": lambda v: v >= 0, "lr": lambda v: v > 0, "weight_decay": lambda v: v >= 0,
         "lambda_oa": lambda v: v >= 0, "width": lambda v: v is None or v >= 1,
         "head": lambda v: v in HEADS, "m3t_pretrained": lambda v: v in M3T_PRETRAINED,
+        "reorient": lambda v: v in REORIENT,
         "amp": lambda v: v in AMP_MODES, "device": lambda v: v in DEVICES,
     }
     for key, ok in checks.items():
@@ -166,7 +168,8 @@ def resolve_config(preset: str | Path, backbone: str, variant: str, data: str | 
 def spec_dict(cfg: dict) -> dict:
     """The ModelSpec dict of a resolved config."""
     return {"backbone": cfg["backbone"], "variant": cfg["variant"], "head": cfg["head"],
-            "input_shape": list(cfg["input_shape"]), "width": cfg["width"], "options": dict(cfg["options"])}
+            "input_shape": list(cfg["input_shape"]), "width": cfg["width"], "options": dict(cfg["options"]),
+            "reorient": cfg.get("reorient", "ras")}
 
 
 def save_config(path: str | Path, cfg: dict) -> Path:

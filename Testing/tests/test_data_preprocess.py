@@ -176,3 +176,30 @@ def test_dataset_works_with_dataloader_workers(tmp_path):
     fresh = CohortDataset(cases, (8, 6, 7), cache_dir=tmp_path / "cache")
     [fresh[i] for i in range(len(fresh))]
     assert (fresh.cache.hits, fresh.cache.misses) == (3, 0)
+
+
+def _papers_loader(array, size):
+    """The paper's OAIZIBDataset._load_nii: z-score, permute [H,W,D] -> [D,H,W], trilinear resize."""
+    import torch.nn.functional as F
+
+    data = array.astype(np.float32)
+    data = (data - data.mean()) / max(float(data.std()), 1e-6)
+    vol = torch.from_numpy(data).permute(2, 0, 1)[None, None]
+    return F.interpolate(vol, size=size, mode="trilinear", align_corners=False)[0]
+
+
+def test_reorient_none_feeds_the_files_voxel_order_as_the_paper(tmp_path):
+    rng = np.random.default_rng(3)
+    array = rng.normal(100, 20, (20, 28, 18)).astype(np.float32)
+    flipped = np.diag([-0.8, 0.9, -1.1, 1.0])  # L, P, I axes: RAS reorientation flips all three
+    vol = read_volume(write_nifti(tmp_path / "lpi.nii.gz", array, flipped))
+    paper = _papers_loader(vol.array, (12, 14, 10))
+    ours_none = preprocess_volume(vol, (12, 14, 10), reorient="none")
+    np.testing.assert_allclose(ours_none.numpy(), paper.numpy(), atol=1e-5)
+    assert not np.allclose(preprocess_volume(vol, (12, 14, 10)).numpy(), paper.numpy(), atol=1e-3)
+    ras = read_volume(write_nifti(tmp_path / "ras.nii.gz", array, np.diag([0.8, 0.9, 1.1, 1.0])))
+    np.testing.assert_allclose(preprocess_volume(ras, (12, 14, 10)).numpy(), paper.numpy(), atol=1e-5)
+    # and back: a model-space map lands on the voxels it came from
+    k, i, j = 18, 20, 28
+    x = preprocess_volume(vol, (k, i, j), reorient="none")[0]
+    np.testing.assert_allclose(model_map_to_volume(x, vol, reorient="none"), population_z(vol.array), atol=1e-5)

@@ -83,3 +83,17 @@ def test_resume_may_extend_epochs_but_not_change_the_model():
     assert apply_resume_overrides(cfg, {"epochs": 20, "width": None})["epochs"] == 20
     with pytest.raises(ConfigError, match="width"):
         apply_resume_overrides(cfg, {"width": 32})
+
+
+def test_reorient_is_a_preset_option_carried_by_the_model_spec():
+    from kneeoa.config import spec_dict
+    from kneeoa.models.registry import ModelSpec
+
+    cfg = resolve_config("paper", "resnet3d", "dual")
+    assert cfg["reorient"] == "ras"  # identical to the paper's order on RAS-stored OAI-ZIB-CM files
+    spec = ModelSpec.from_dict(spec_dict(resolve_config("quick", "resnet3d", "dual", overrides={"reorient": "none"})))
+    assert spec.reorient == "none" and ModelSpec.from_dict(spec.to_dict()) == spec
+    old_card = {k: v for k, v in spec.to_dict().items() if k != "reorient"}  # written by KneeOA 0.1
+    assert ModelSpec.from_dict(old_card).reorient == "ras"
+    with pytest.raises(ConfigError, match="reorient"):
+        resolve_config("quick", "resnet3d", "dual", overrides={"reorient": "lps"})

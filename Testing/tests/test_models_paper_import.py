@@ -50,7 +50,7 @@ def test_imported_paper_checkpoint_gives_identical_outputs(tmp_path, backbone, v
     src = tmp_path / f"{backbone}_{variant}.pth"
     torch.save(theirs.state_dict(), src)
     dst, spec = import_paper_checkpoint(src, tmp_path / "imported.safetensors", input_shape=shape)
-    assert (spec["backbone"], spec["variant"], spec["width"]) == (backbone, variant, width)
+    assert (spec["backbone"], spec["variant"], spec["width"], spec["reorient"]) == (backbone, variant, width, "none")
     ours, card = load_checkpoint(dst)
     x = torch.randn(2, 1, *shape)
     with torch.no_grad():

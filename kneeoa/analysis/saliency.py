@@ -59,7 +59,7 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
     was_training = model.training
     model.eval()  # BatchNorm running stats, dropout off: the samples of a batch stay independent
     try:
-        x = preprocess_volume(volume, shape).to(device=device, dtype=torch.float32)[None]
+        x = preprocess_volume(volume, shape, reorient=_reorient(model)).to(device=device, dtype=torch.float32)[None]
         head, index = resolve_target(model, x, target)
         forward = ScalarTarget(model, head=head)
         if method in SMOOTHGRAD_PRODUCTS:
@@ -69,7 +69,7 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
             raw = captum_attribution(method, model, forward, x, index, n_samples, batch_size)
     finally:
         model.train(was_training)
-    array_ijk = model_to_image_grid(normalise_01(raw.detach()), volume)
+    array_ijk = model_to_image_grid(normalise_01(raw.detach()), volume, _reorient(model))
     return SaliencyMap(Volume(array_ijk, np.asarray(volume.affine, dtype=np.float64), path=None), head, index)
 
 
@@ -170,11 +170,11 @@ def normalise_01(saliency: torch.Tensor) -> torch.Tensor:
     return (s - lo) / (hi - lo)
 
 
-def model_to_image_grid(saliency_dhw: torch.Tensor, volume: Volume) -> np.ndarray:
+def model_to_image_grid(saliency_dhw: torch.Tensor, volume: Volume, reorient: str = "ras") -> np.ndarray:
     """A model-space (D,H,W) map -> the image's own (i,j,k) grid: undo resize, permutation and RAS reorientation."""
     from kneeoa.data.preprocess import model_map_to_volume
 
-    out = model_map_to_volume(saliency_dhw.detach(), volume)  # resampled on the model's device
+    out = model_map_to_volume(saliency_dhw.detach(), volume, reorient)  # resampled on the model's device
     # trilinear weights are convex, so [0, 1] holds up to rounding; clip that rounding away
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
@@ -199,3 +199,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     for param in model.parameters():
         return param.device
     return torch.device("cpu")
+
+
+def _reorient(model: torch.nn.Module) -> str:
+    return str(getattr(getattr(model, "spec", None), "reorient", "ras"))

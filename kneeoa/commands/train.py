@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kneeoa.contracts.catalog import backbone_names
-from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, M3T_PRETRAINED, VARIANTS
+from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, M3T_PRETRAINED, REORIENT, VARIANTS
 
 DESCRIPTION = """Train one backbone x variant on a cohort into a run directory (config, log, checkpoints, metrics).
 Resumable from the last complete epoch; run under torchrun for several GPUs/processes
@@ -42,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-cache", dest="cache", action="store_false", default=None,
                    help="decode every volume every epoch")
     g.add_argument("--cache-dir", help="shared folder for preprocessed tensors (default: RUN/cache)")
+    g.add_argument("--reorient", choices=REORIENT,
+                   help="input voxel order: ras (reorient first, default) or none (the file's own, as the paper)")
     g.add_argument("--m3t-pretrained", choices=M3T_PRETRAINED,
                    help="M3T's 2D ResNet-18 start (paper preset: imagenet, torchvision's IMAGENET1K_V1)")
     g.add_argument("--m3t-weights", metavar="FILE",
@@ -65,7 +67,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
             "input_shape": size, "width": args.width, "head": args.head, "lambda_oa": args.lambda_oa,
             "seed": args.seed, "device": args.device, "workers": args.workers, "amp": args.amp,
             "channels_last": args.channels_last, "cache": args.cache, "cache_dir": args.cache_dir,
-            "m3t_pretrained": args.m3t_pretrained,
+            "m3t_pretrained": args.m3t_pretrained, "reorient": args.reorient,
             "m3t_weights": None if args.m3t_weights is None else str(Path(args.m3t_weights).resolve())}
 
 

@@ -37,7 +37,7 @@ class PreprocessCache:
     """`load(path)` returns the preprocessed (1, D, H, W) float32 tensor, computing it at most once."""
 
     def __init__(self, cache_dir: str | Path, input_shape: Sequence[int], spacing_mm: Sequence[float] | None = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", reorient: str = "ras"):
         from kneeoa.data.preprocess import check_input_shape
 
         if dtype not in ("float32", "float16"):
@@ -46,12 +46,15 @@ class PreprocessCache:
         self.input_shape = check_input_shape(input_shape)
         self.spacing_mm = None if spacing_mm is None else [float(s) for s in spacing_mm]
         self.dtype = dtype
+        self.reorient = reorient
         self.hits = 0
         self.misses = 0
 
     def key(self, path: str | Path) -> str:
         """Cache key of a source file under this cache's preprocessing settings."""
         parts = [fingerprint(Path(path)), list(self.input_shape), self.spacing_mm, self.dtype, CACHE_VERSION]
+        if self.reorient != "ras":  # only then: entries written before the option keep their keys
+            parts.append(self.reorient)
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def entry(self, path: str | Path) -> Path:
@@ -90,6 +93,6 @@ class PreprocessCache:
             self.hits += 1
             return cached
         self.misses += 1
-        tensor = preprocess_volume(read_volume(path), self.input_shape, self.spacing_mm)
+        tensor = preprocess_volume(read_volume(path), self.input_shape, self.spacing_mm, reorient=self.reorient)
         self.put(path, tensor)
         return tensor.to(torch.float16).float() if self.dtype == "float16" else tensor

@@ -50,33 +50,34 @@ def zscore(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean()) / torch.clamp(x.std(unbiased=False), min=STD_FLOOR)
 
 
-def _oriented(volume: Volume, spacing_mm: Sequence[float] | None):
+def _oriented(volume: Volume, spacing_mm: Sequence[float] | None, reorient: str = "ras"):
     """MONAI MetaTensor (1, i, j, k) of the volume reoriented to RAS and optionally resampled."""
     from monai.data import MetaTensor
     from monai.transforms import Orientation, Spacing
 
     img = MetaTensor(torch.as_tensor(np.asarray(volume.array, dtype=np.float32))[None],
                      affine=torch.as_tensor(np.asarray(volume.affine, dtype=np.float64)))
-    img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)  # our affines are RAS
+    if reorient != "none":
+        img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)  # our affines are RAS
     if spacing_mm is not None:
         img = Spacing(pixdim=tuple(float(s) for s in spacing_mm), mode="bilinear", padding_mode="border")(img)
     return img
 
 
 def preprocess_volume(volume: Volume, input_shape: Sequence[int], spacing_mm: Sequence[float] | None = None,
-                      device: Any = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                      device: Any = "cpu", dtype: torch.dtype = torch.float32, reorient: str = "ras") -> torch.Tensor:
     """A Volume -> tensor (1, D, H, W) on `device` in model space, z-scored, resized to `input_shape`.
 
     Without `spacing_mm` this is the fast path (`kneeoa.data.resample`: resize before z-score, on the
     device); with it, MONAI's Spacing resamples first (`preprocess_volume_monai`). Both agree within float
-    rounding (tested).
+    rounding (tested). `reorient="none"` keeps the file's voxel order (the paper's; see contracts.vocab.REORIENT).
     """
     shape = check_input_shape(input_shape)
     if spacing_mm is None:
         from kneeoa.data.resample import preprocess_array
 
-        return _finite(preprocess_array(volume.array, volume.affine, shape, device, dtype), volume)
-    return preprocess_volume_monai(volume, shape, spacing_mm).to(device=device, dtype=dtype)
+        return _finite(preprocess_array(volume.array, volume.affine, shape, device, dtype, reorient), volume)
+    return preprocess_volume_monai(volume, shape, spacing_mm, reorient).to(device=device, dtype=dtype)
 
 
 def _finite(x: torch.Tensor, volume: Volume) -> torch.Tensor:
@@ -88,12 +89,12 @@ def _finite(x: torch.Tensor, volume: Volume) -> torch.Tensor:
 
 
 def preprocess_volume_monai(volume: Volume, input_shape: Sequence[int],
-                            spacing_mm: Sequence[float] | None = None) -> torch.Tensor:
+                            spacing_mm: Sequence[float] | None = None, reorient: str = "ras") -> torch.Tensor:
     """The MONAI path (Orientation, optional Spacing, z-score in full, permute, Resize) on the CPU, float32."""
     from monai.transforms import Resize
 
     shape = check_input_shape(input_shape)
-    img = _oriented(volume, spacing_mm)
+    img = _oriented(volume, spacing_mm, reorient)
     x = zscore(img.as_tensor())
     x = to_model_space(x)  # (1, k, i, j)
     if tuple(x.shape[1:]) != shape:
@@ -102,7 +103,7 @@ def preprocess_volume_monai(volume: Volume, input_shape: Sequence[int],
     return _finite(x.float().contiguous(), volume)
 
 
-def model_map_to_volume(map_dhw: Any, volume: Volume) -> np.ndarray:
+def model_map_to_volume(map_dhw: Any, volume: Volume, reorient: str = "ras") -> np.ndarray:
     """A model-space map (D, H, W) back onto `volume`'s original (i, j, k) grid: undo resize, permute, RAS.
 
     Trilinear; valid whether or not `preprocess_volume` resampled to a spacing (the extent is the same).
@@ -111,7 +112,7 @@ def model_map_to_volume(map_dhw: Any, volume: Volume) -> np.ndarray:
     from kneeoa.data.resample import map_to_original_grid
 
     m = map_dhw if isinstance(map_dhw, torch.Tensor) else torch.as_tensor(np.asarray(map_dhw, dtype=np.float32))
-    out = map_to_original_grid(m.detach(), volume.affine, volume.array.shape)
+    out = map_to_original_grid(m.detach(), volume.affine, volume.array.shape, reorient)
     return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
 
 
@@ -134,13 +135,15 @@ class CohortDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, cases: Sequence[Case], input_shape: Sequence[int], cache_dir: str | Path | None = None,
-                 memory: bool = True, spacing_mm: Sequence[float] | None = None):
+                 memory: bool = True, spacing_mm: Sequence[float] | None = None, reorient: str = "ras"):
         from kneeoa.data.cache import PreprocessCache
 
         self.cases = list(cases)
+        self.reorient = reorient
         self.input_shape = check_input_shape(input_shape)
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
-        self.cache = None if cache_dir is None else PreprocessCache(cache_dir, self.input_shape, self.spacing_mm)
+        self.cache = None if cache_dir is None else PreprocessCache(cache_dir, self.input_shape, self.spacing_mm,
+                                                                    reorient=reorient)
         self.memory = memory
         self._ram: dict[int, torch.Tensor] = {}
 
@@ -155,7 +158,7 @@ class CohortDataset(torch.utils.data.Dataset):
         if self.cache is not None:
             image = self.cache.load(path)
         else:
-            image = preprocess_volume(read_volume(path), self.input_shape, self.spacing_mm)
+            image = preprocess_volume(read_volume(path), self.input_shape, self.spacing_mm, reorient=self.reorient)
         if self.memory:
             self._ram[index] = image
         return image

@@ -28,12 +28,16 @@ STD_FLOOR = 1e-6  # the paper's z-score guard: (x - mean) / max(std, 1e-6)
 _MODEL_AXES = (2, 0, 1)  # model space (D, H, W) = RAS axes (k, i, j)
 
 
-def ras_layout(affine: np.ndarray) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+def ras_layout(affine: np.ndarray, reorient: str = "ras") -> tuple[tuple[int, ...], tuple[int, int, int]]:
     """(original axes to flip, original axis of each model axis D, H, W) for an ijk->RAS `affine`.
 
-    Exactly MONAI's / nibabel's reorientation: `ornt_transform(io_orientation(affine), RAS)`.
+    Exactly MONAI's / nibabel's reorientation: `ornt_transform(io_orientation(affine), RAS)`. With
+    `reorient="none"` the voxel order stays the file's: no flips, (D, H, W) = (k, i, j) as the paper's code.
     """
     import nibabel.orientations as nio
+
+    if reorient == "none":
+        return (), _MODEL_AXES
 
     ornt = nio.ornt_transform(nio.io_orientation(np.asarray(affine, dtype=np.float64)), nio.axcodes2ornt("RAS"))
     flips = tuple(ax for ax in range(3) if ornt[ax, 1] == -1)
@@ -61,10 +65,10 @@ def to_device_raw(array: np.ndarray, device: Any, pin: bool | None = None) -> to
 
 
 def preprocess_tensor(raw: torch.Tensor, affine: np.ndarray, input_shape: Sequence[int],
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                      dtype: torch.dtype = torch.float32, reorient: str = "ras") -> torch.Tensor:
     """Raw (i, j, k) voxels (any dtype, any device) -> (1, D, H, W) z-scored model input in `dtype`."""
     shape = tuple(int(s) for s in input_shape)
-    flips, model_from = ras_layout(affine)
+    flips, model_from = ras_layout(affine, reorient)
     work = torch.float64 if dtype == torch.float64 else torch.float32  # statistics never in half precision
     x = raw if raw.dtype == work else raw.to(work)
     mean = x.mean()
@@ -99,18 +103,19 @@ def _resize(y: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 
 
 def preprocess_array(array: np.ndarray, affine: np.ndarray, input_shape: Sequence[int], device: Any = "cpu",
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                     dtype: torch.dtype = torch.float32, reorient: str = "ras") -> torch.Tensor:
     """A decoded (i, j, k) array and its affine -> (1, D, H, W) model input on `device`."""
-    return preprocess_tensor(to_device_raw(array, device), affine, input_shape, dtype)
+    return preprocess_tensor(to_device_raw(array, device), affine, input_shape, dtype, reorient)
 
 
-def map_to_original_grid(map_dhw: torch.Tensor, affine: np.ndarray, shape_ijk: Sequence[int]) -> torch.Tensor:
+def map_to_original_grid(map_dhw: torch.Tensor, affine: np.ndarray, shape_ijk: Sequence[int],
+                         reorient: str = "ras") -> torch.Tensor:
     """A model-space map (D, H, W) on any device -> the (i, j, k) grid of the image, on the same device.
 
     The inverse of `preprocess_tensor`'s geometry (permutation, RAS flips, resize), trilinear; the
     saliency's way back onto the image.
     """
-    flips, model_from = ras_layout(affine)
+    flips, model_from = ras_layout(affine, reorient)
     m = map_dhw.to(torch.float32)
     ras_model_shape = tuple(int(shape_ijk[ax]) for ax in model_from)
     if tuple(m.shape) != ras_model_shape:

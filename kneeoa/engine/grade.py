@@ -34,6 +34,7 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         input_shape_of,
         load_model,
         predictions,
+        reorient_of,
     )
 
     say = step or (lambda _msg: None)
@@ -51,7 +52,7 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         check_same_grid(image, mask)
         check_labels(mask, MASK_LABELS)
     say("predicting")
-    x = preprocess_volume(image, shape)[None].to(dev)
+    x = preprocess_volume(image, shape, reorient=reorient_of(model))[None].to(dev)
     with oom_guard(dev, "grading"):
         out = batch_outputs(model, x)
     if not finite_rows(out)[0]:

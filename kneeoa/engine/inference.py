@@ -136,7 +136,7 @@ def predict_cases(model: Any, cases: list, input_shape: tuple[int, int, int], de
     from kneeoa.data.preprocess import CohortDataset
     from kneeoa.engine.devices import autocast, oom_guard
 
-    dataset = CohortDataset(cases, tuple(input_shape), cache_dir=cache_dir)
+    dataset = CohortDataset(cases, tuple(input_shape), cache_dir=cache_dir, reorient=reorient_of(model))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")
     parts: dict[str, list] = {}
@@ -171,3 +171,8 @@ def evaluation_metrics(result: dict[str, Any]) -> dict[str, float]:
     if result.get("kl_probs") is not None:
         metrics.update(kl_metrics(result["kl"][graded], result["kl_probs"][graded]))
     return {k: (float(v) if not isinstance(v, int) else v) for k, v in metrics.items()}
+
+
+def reorient_of(model: Any) -> str:
+    """The model's input voxel order ('ras' or 'none', see contracts.vocab.REORIENT); 'ras' for plain modules."""
+    return str(getattr(getattr(model, "spec", None), "reorient", "ras"))

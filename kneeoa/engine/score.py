@@ -20,9 +20,10 @@ from kneeoa.errors import ConfigError, InputError, KneeOAError
 class ScoreDataset:
     """(case_id, path) items -> {'case_id', 'path', 'image' (1,D,H,W) or None, 'error'}; never raises on bad data."""
 
-    def __init__(self, items: list[tuple[str, str]], input_shape: tuple[int, int, int]):
+    def __init__(self, items: list[tuple[str, str]], input_shape: tuple[int, int, int], reorient: str = "ras"):
         self.items = list(items)
         self.input_shape = tuple(input_shape)
+        self.reorient = reorient
 
     def __len__(self) -> int:
         return len(self.items)
@@ -33,7 +34,7 @@ class ScoreDataset:
 
         case_id, path = self.items[index]
         try:
-            image = preprocess_volume(read_volume(path), self.input_shape)
+            image = preprocess_volume(read_volume(path), self.input_shape, reorient=self.reorient)
             return {"case_id": case_id, "path": path, "image": image, "error": ""}
         except KneeOAError as err:
             return {"case_id": case_id, "path": path, "image": None, "error": str(err)}
@@ -170,7 +171,7 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
     from torch.utils.data import DataLoader
 
     from kneeoa.engine.devices import oom_guard
-    from kneeoa.engine.inference import input_shape_of
+    from kneeoa.engine.inference import input_shape_of, reorient_of
     from kneeoa.progress import Progress
     from kneeoa.utils.atomic import append_line
 
@@ -178,7 +179,7 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
     shape = input_shape_of(model, card)
     if saliency_dir is not None:
         saliency_dir.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(ScoreDataset(todo, shape), batch_size=batch_size, shuffle=False, num_workers=workers,
+    loader = DataLoader(ScoreDataset(todo, shape, reorient_of(model)), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_items, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if workers > 0 else None)
     counts = {"scored": 0, "errors": 0}

@@ -124,7 +124,7 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any, tensorboar
     if cfg["amp"] != "none" and device.type != "cuda" and info.is_main:
         run.log(f"amp {cfg['amp']} ignored on {device.type}: mixed precision is used on CUDA only")
 
-    dataset = CohortDataset(train_cases, input_shape, cache_dir=cache_dir)
+    dataset = CohortDataset(train_cases, input_shape, cache_dir=cache_dir, reorient=cfg.get("reorient", "ras"))
     sampler = distributed.make_sampler(dataset, info, cfg["seed"], shuffle=True)
     loader = DataLoader(dataset, batch_size=cfg["batch_size"], sampler=sampler, num_workers=cfg["workers"],
                         pin_memory=device.type == "cuda", persistent_workers=cfg["workers"] > 0, drop_last=False)

@@ -7,8 +7,9 @@ Backbone, variant and widths are recognised from the keys and shapes; every tens
 M3T's plane embeddings stacked) onto the KneeOA model, which is then loaded strictly, so a file that
 does not fit is refused with the keys that differ.
 
-Imported M3T models set `paper_code_quirks` (features squared, attention scaled after the softmax), so
-the imported model gives the paper model's outputs for the same input tensor.
+Imported M3T models set `paper_code_quirks` (features squared, attention scaled after the softmax) and
+every import sets `reorient: none` (the paper's loader fed nibabel's raw voxel order, permuted to
+(k, i, j)): the imported model gives the paper model's outputs on the same files.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def convert_paper_state(state: dict[str, torch.Tensor], input_shape: tuple[int, 
         out["heads.oa_head.weight"] = state["binary_head.weight"]
         out["heads.oa_head.bias"] = state["binary_head.bias"]
     spec = {"backbone": backbone, "variant": variant, "head": "chained",
-            "input_shape": list(input_shape) if input_shape else None, "width": width, "options": options}
+            "input_shape": list(input_shape) if input_shape else None, "width": width, "options": options,
+            "reorient": "none"}  # the paper's loader: nibabel's voxel order, permute(2, 0, 1)
     return spec, out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from kneeoa.contracts.catalog import BACKBONES, DEFAULT_BACKBONE, Backbone
-from kneeoa.contracts.vocab import HEADS, KL_HEADS, VARIANTS
+from kneeoa.contracts.vocab import HEADS, KL_HEADS, REORIENT, VARIANTS
 from kneeoa.errors import ConfigError
 from kneeoa.models.model import KneeOAModel
 from kneeoa.utils.strict_json import finite_or_none
@@ -55,8 +55,11 @@ class ModelSpec:
     input_shape: tuple[int, int, int] | None = None
     width: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    reorient: str = "ras"  # voxel order of the input: RAS (ours) or the file's own ("none", the paper's)
 
     def __post_init__(self) -> None:
+        if self.reorient not in REORIENT:
+            raise ConfigError(f"unknown reorient {self.reorient!r}; choose one of {', '.join(REORIENT)}")
         if self.backbone not in BACKBONES:
             raise ConfigError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.variant not in VARIANTS:
@@ -99,14 +102,15 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; `ModelSpec.from_dict(spec.to_dict()) == spec`."""
         return {"backbone": self.backbone, "variant": self.variant, "head": self.head,
-                "input_shape": list(self.input_shape), "width": self.width, "options": dict(self.options)}
+                "input_shape": list(self.input_shape), "width": self.width, "options": dict(self.options),
+                "reorient": self.reorient}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         """Inverse of `to_dict`; unknown keys are a ConfigError (a card from a newer KneeOA, or a typo)."""
         if not isinstance(d, dict):
             raise ConfigError(f"a model spec must be a mapping, got {type(d).__name__}")
-        names = {"backbone", "variant", "head", "input_shape", "width", "options"}
+        names = {"backbone", "variant", "head", "input_shape", "width", "options", "reorient"}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown model spec field(s) {unknown}; known: {sorted(names)}")
