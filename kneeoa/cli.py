@@ -31,6 +31,7 @@ COMMANDS = [
     "score",
     "merge",
     "grade",
+    "calibrate",
     "import_paper_checkpoint",
     "stats",
     "latent",

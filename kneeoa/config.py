@@ -39,9 +39,12 @@ TRAIN_KEYS: dict[str, tuple[tuple, str]] = {
     "m3t_pretrained": ((str,), "M3T's 2D ResNet-18 start: none or imagenet (torchvision IMAGENET1K_V1, the paper)"),
     "m3t_weights": ((str, type(None)), "local ImageNet ResNet-18 weights file; null = torchvision's cache/URL"),
     "reorient": ((str,), "input voxel order: ras (reorient first) or none (the file's own, as the paper's code)"),
+    "calibration_fraction": ((float, int), "training knees held out (subject-grouped, KL-stratified) to calibrate "
+                                           "probabilities, sets and the OOD flag; 0 = none"),
 }
 # keys added after 0.1: presets and saved run configs without them get these values
-OPTIONAL_DEFAULTS = {"m3t_pretrained": "none", "m3t_weights": None, "reorient": "ras"}
+OPTIONAL_DEFAULTS = {"m3t_pretrained": "none", "m3t_weights": None, "reorient": "ras",
+                     "calibration_fraction": 0.0}
 PRESET_ONLY_KEYS = {"description", "backbones"}
 IDENTITY_KEYS = ("preset", "backbone", "variant", "data", "labels")
 # what may change when a run is resumed: nothing that changes the model or the optimisation
@@ -113,6 +116,7 @@ def validate(cfg: dict, source: str | Path | None = None) -> dict:
         "lambda_oa": lambda v: v >= 0, "width": lambda v: v is None or v >= 1,
         "head": lambda v: v in HEADS, "m3t_pretrained": lambda v: v in M3T_PRETRAINED,
         "reorient": lambda v: v in REORIENT,
+        "calibration_fraction": lambda v: 0 <= v < 1,
         "amp": lambda v: v in AMP_MODES, "device": lambda v: v in DEVICES,
     }
     for key, ok in checks.items():
@@ -122,7 +126,7 @@ def validate(cfg: dict, source: str | Path | None = None) -> dict:
         shape = cfg["input_shape"]
         if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 8 for s in shape):
             raise ConfigError(f"input_shape must be three integers >= 8 (D H W), got {shape!r}", source)
-    for key in ("lr", "weight_decay", "lambda_oa"):
+    for key in ("lr", "weight_decay", "lambda_oa", "calibration_fraction"):
         if key in cfg:
             cfg[key] = float(cfg[key])
     return cfg

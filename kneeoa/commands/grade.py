@@ -31,12 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
     p.add_argument("--result-json", required=True, help="result file (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --result-json / --saliency-out")
+    from kneeoa.commands.trust_args import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from kneeoa.commands.trust_args import trust_options
     from kneeoa.engine.grade import grade_volume
     from kneeoa.errors import ConfigError
     from kneeoa.progress import Progress, emit
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = grade_volume(args.image, args.checkpoint, mask_path=args.mask, saliency_path=args.saliency_out,
                               saliency_method=args.saliency_method, target=args.target, device=args.device,
-                              step=step)
+                              step=step, trust=trust_options(args))
     atomic_write_text(result_path, strict_json.dumps(result, indent=2) + "\n")
     emit("result", **result)
     return 0

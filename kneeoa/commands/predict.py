@@ -27,17 +27,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--cache-dir", help="folder for preprocessed tensors (reused across models)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    from kneeoa.commands.trust_args import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from kneeoa.commands.trust_args import trust_options
     from kneeoa.engine.predict import predict
 
     result = predict(args.checkpoint, args.data, args.out, split=args.split, embeddings=args.embeddings,
                      labels=args.labels, device=args.device, batch_size=args.batch_size, workers=args.workers,
-                     cache_dir=args.cache_dir, overwrite=args.overwrite)
+                     cache_dir=args.cache_dir, overwrite=args.overwrite, trust=trust_options(args))
     metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result["metrics"].items())
-    print(f"{result['predictions']}\n{metrics}", file=sys.stderr)
+    trust = f"\n{result['trust']}" if result.get("trust") else ""
+    print(f"{result['predictions']}{trust}\n{metrics}", file=sys.stderr)
     return 0

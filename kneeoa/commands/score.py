@@ -33,18 +33,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="loader processes reading + preprocessing (default: 0 on <= 2 cores, else half the cores up to 4)")
     p.add_argument("--batch-size", type=int, default=1, help="volumes per forward pass")
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
+    from kneeoa.commands.trust_args import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from kneeoa.commands.trust_args import trust_options
     from kneeoa.engine.score import score_folder
 
     result = score_folder(args.folder, args.checkpoint, args.out, saliency_dir=args.saliency, resume=args.resume,
                           overwrite=args.overwrite, shard=args.shard, workers=args.workers,
                           batch_size=args.batch_size, device=args.device, saliency_method=args.saliency_method,
-                          target=args.target)
+                          target=args.target, trust=trust_options(args))
     from kneeoa.progress import emit
 
     emit("result", task="score", **result)  # Slicer's background scoring reads the summary from this line

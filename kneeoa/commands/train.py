@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--channels-last", action="store_true", default=None, help="channels_last_3d memory format")
     g.add_argument("--no-cache", dest="cache", action="store_false", default=None,
                    help="decode every volume every epoch")
+    g.add_argument("--calibration-fraction", type=float,
+                   help="hold out this fraction of the training knees (whole subjects, KL-stratified) to calibrate "
+                        "the probabilities, KL/OA sets and OOD flag at the end of training (e.g. 0.2; default 0)")
     g.add_argument("--cache-dir", help="shared folder for preprocessed tensors (default: RUN/cache)")
     g.add_argument("--reorient", choices=REORIENT,
                    help="input voxel order: ras (reorient first, default) or none (the file's own, as the paper)")
@@ -68,7 +71,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
             "seed": args.seed, "device": args.device, "workers": args.workers, "amp": args.amp,
             "channels_last": args.channels_last, "cache": args.cache, "cache_dir": args.cache_dir,
             "m3t_pretrained": args.m3t_pretrained, "reorient": args.reorient,
-            "m3t_weights": None if args.m3t_weights is None else str(Path(args.m3t_weights).resolve())}
+            "m3t_weights": None if args.m3t_weights is None else str(Path(args.m3t_weights).resolve()),
+            "calibration_fraction": args.calibration_fraction}
 
 
 def run(args: argparse.Namespace) -> int:

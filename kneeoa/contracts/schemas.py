@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from kneeoa.contracts.trust import TRUST_COLUMNS
 from kneeoa.hierarchy import N_KL  # standard library at import
 
 # The column lists are lists (not tuples) because readers compare a parsed header (a list) with them.
@@ -37,7 +38,8 @@ def preds_file_name(model: str) -> str:
 # --- the scores table ------------------------------------------------------------------------------------
 SCORE_KL_PROB_COLUMNS = tuple(f"kl_prob_{g}" for g in range(N_KL))
 SCORE_COLUMNS = ["case_id", "path", "status", "error", "oa_prob", *SCORE_KL_PROB_COLUMNS, "pred_kl", "pred_oa",
-                 "consistent_kl", "heads_agree", "saliency_path"]
+                 "consistent_kl", "heads_agree", "saliency_path",
+                 *TRUST_COLUMNS]  # calibrated probabilities, sets, OOD (blank for an uncalibrated checkpoint)
 SCORE_OK, SCORE_ERROR = "ok", "error"  # the `status` values
 
 # --- the statistics table --------------------------------------------------------------------------------

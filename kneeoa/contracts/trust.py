@@ -6,6 +6,10 @@ commands, the Slicer glue and the report import them from this module.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from kneeoa.errors import ConfigError
+
 # --- conformal methods -------------------------------------------------------------------------------------
 # "ordinal": sets are ranges of grades grown from the argmax, adding the more likely neighbour first
 # (ordinal APS, Lu, Angelopoulos & Pomerantz 2022); "lac": every grade with 1 - p <= q; "aps": grades in
@@ -64,3 +68,30 @@ def set_label(grades: list[int] | tuple[int, ...], level: float, contiguous: boo
     if contiguous and grades == list(range(grades[0], grades[-1] + 1)):
         return f"KL {set_text(grades[0], grades[-1])} at {pct}"
     return f"KL {', '.join(map(str, grades))} at {pct}"
+
+
+def trust_file_name(model: str) -> str:
+    """'resnet3d_dual' -> 'resnet3d_dual_trust.csv': `kneeoa predict`'s trust columns, beside the published
+    predictions file, which keeps the paper's format unchanged."""
+    return f"{model}_trust.csv"
+
+
+TRUST_FILE_COLUMNS = ["CMT_ID", "label_kl", *TRUST_COLUMNS]
+
+
+@dataclass(frozen=True)
+class TrustOptions:
+    """How sets and flags are made at prediction time (any alpha: the checkpoint keeps its calibration knees)."""
+
+    alpha: float = DEFAULT_ALPHA
+    method: str = DEFAULT_METHOD
+    class_conditional: bool = False
+    ood_alpha: float = DEFAULT_OOD_ALPHA
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "ood_alpha"):
+            value = getattr(self, name)
+            if not 0.0 < float(value) < 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+        if self.method not in CONFORMAL_METHODS:
+            raise ConfigError(f"unknown set method {self.method!r}; choose one of {', '.join(CONFORMAL_METHODS)}")

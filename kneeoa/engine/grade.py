@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.trust import TRUST_KEY, TrustOptions
 from kneeoa.contracts.vocab import MASK_LABELS
 from kneeoa.errors import ConfigError, JobError
 from kneeoa.utils.strict_json import finite_or_none
@@ -18,11 +19,12 @@ def _same_file(a: str | Path, b: str | Path | None) -> bool:
 def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str | Path | None = None,
                  saliency_path: str | Path | None = None, saliency_method: str = "smoothgrad",
                  target: str = "auto", device: str = "auto",
-                 step: Callable[[str], None] | None = None) -> dict:
+                 step: Callable[[str], None] | None = None, trust: TrustOptions | None = None) -> dict:
     """Probabilities + decisions for one volume; saliency written when asked; overlap when a mask is given.
 
     Keys: kl_probs (list[5]|None), oa_prob, oa_prob_from_kl, pred_kl, pred_oa, consistent_kl, heads_agree,
-    saliency_path, saliency_target, overlap, card, image_path, device.
+    saliency_path, saliency_target, overlap, card, image_path, device, and `trust` (calibrated probabilities,
+    the KL/OA sets, OOD score/p-value/flag, acquisition warnings; None for an uncalibrated checkpoint).
     """
     from kneeoa.data.preprocess import preprocess_volume
     from kneeoa.data.volume import check_labels, check_same_grid, read_volume, write_nifti
@@ -51,6 +53,10 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         mask = read_volume(mask_path, is_label=True)
         check_same_grid(image, mask)
         check_labels(mask, MASK_LABELS)
+    from kneeoa.trust.predict import load_trust_predictor
+
+    trusted = load_trust_predictor(checkpoint, card, trust)
+    warnings_ = trusted.check_acquisition(image.array, image.affine) if trusted is not None else []
     say("predicting")
     x = preprocess_volume(image, shape, reorient=reorient_of(model))[None].to(dev)
     with oom_guard(dev, "grading"):
@@ -59,6 +65,7 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         raise JobError(f"{NONFINITE_OUTPUT} (checkpoint {checkpoint})", image_path)
     result: dict[str, Any] = {"image_path": str(image_path), **predictions(out)[0].to_result(),
                               "card": card, "device": str(dev)}
+    result[TRUST_KEY] = trusted(out["kl_probs"], out["oa_prob"], out["embedding"], [warnings_])[0] if trusted else None
     if saliency_path is not None or mask is not None:
         from kneeoa.analysis.saliency import explain
         from kneeoa.engine.memory import saliency_batch_for

@@ -5,6 +5,7 @@ Files in OUT (name = `<backbone>_<variant>` with underscores, e.g. `resnet3d_sin
     <name>_preds.csv       CMT_ID,img_path,label_kl,pred_kl,label_oa,prob_oa,pred_oa,prob_oa_from_kl,prob_kl_0..4
                            (Single-OA: CMT_ID,img_path,label_kl,label_oa,prob_oa,pred_oa)
     <name>_metrics.csv     one row: oa_auc, oa_acc, oa_f1 (+ kl_acc, kl_macro_f1, kl_macro_auc, kl_qwk, kl_bal_acc)
+    <name>_trust.csv       calibrated checkpoints only: CMT_ID, label_kl + kneeoa.contracts.trust.TRUST_COLUMNS
     <name>_embeddings.npz  with embeddings=True: train_/test_ embedding, kl, case_id (+ true_severity), name
 """
 
@@ -16,13 +17,15 @@ from typing import Any
 import numpy as np
 
 from kneeoa.contracts.schemas import pred_columns, preds_file_name
+from kneeoa.contracts.trust import TRUST_FILE_COLUMNS, TrustOptions, trust_file_name
 from kneeoa.contracts.vocab import model_name
 from kneeoa.errors import ConfigError, InputError
 
 
 def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split: str = "test",
             embeddings: bool = False, labels: str | Path | None = None, device: str = "auto", batch_size: int = 2,
-            workers: int = 0, cache_dir: str | Path | None = None, overwrite: bool = False) -> dict:
+            workers: int = 0, cache_dir: str | Path | None = None, overwrite: bool = False,
+            trust: TrustOptions | None = None) -> dict:
     """Predict the graded cases of `split`; returns {'predictions', 'metrics_csv', 'metrics', 'embeddings'}."""
     from kneeoa.data.cohort import load_cohort
     from kneeoa.data.tables import write_table
@@ -34,8 +37,12 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     model, card = load_model(checkpoint, dev)
     name = model_name(card["spec"]["backbone"], card["spec"]["variant"])
     variant = card["spec"]["variant"]
+    from kneeoa.trust.predict import load_trust_predictor
+
+    trusted = load_trust_predictor(checkpoint, card, trust)
     paths = {"predictions": out_dir / preds_file_name(name), "metrics_csv": out_dir / f"{name}_metrics.csv",
-             "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None}
+             "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None,
+             "trust": out_dir / trust_file_name(name) if trusted is not None else None}
     _refuse_clobber([p for p in paths.values() if p is not None], overwrite)
     cohort = load_cohort(data, labels=labels)
     cases = cohort.split(split)
@@ -45,6 +52,10 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir))
     rows = _pred_rows(cases, result)
     write_table(paths["predictions"], rows, pred_columns(variant))
+    if trusted is not None:  # beside the published file, which keeps the paper's columns
+        extra = trusted(result["kl_probs"], result["oa_prob"], result["embedding"])
+        write_table(paths["trust"], [{"CMT_ID": r["CMT_ID"], "label_kl": r["label_kl"], **t}
+                                     for r, t in zip(rows, extra)], TRUST_FILE_COLUMNS)
     metrics = evaluation_metrics(result)
     if excluded:
         metrics["n_excluded_nonfinite"] = len(excluded)

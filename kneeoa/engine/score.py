@@ -13,6 +13,7 @@ from typing import Any
 
 from kneeoa.contracts.case_ids import saliency_map_name
 from kneeoa.contracts.schemas import SCORE_ERROR, SCORE_OK
+from kneeoa.contracts.trust import TrustOptions
 from kneeoa.engine.score_io import ensure_header, format_row, natural_key, read_scores
 from kneeoa.errors import ConfigError, InputError, KneeOAError
 
@@ -20,10 +21,12 @@ from kneeoa.errors import ConfigError, InputError, KneeOAError
 class ScoreDataset:
     """(case_id, path) items -> {'case_id', 'path', 'image' (1,D,H,W) or None, 'error'}; never raises on bad data."""
 
-    def __init__(self, items: list[tuple[str, str]], input_shape: tuple[int, int, int], reorient: str = "ras"):
+    def __init__(self, items: list[tuple[str, str]], input_shape: tuple[int, int, int], reorient: str = "ras",
+                 check: Any = None):
         self.items = list(items)
         self.input_shape = tuple(input_shape)
         self.reorient = reorient
+        self.check = check  # (array, affine) -> list of acquisition warnings, or None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -34,8 +37,11 @@ class ScoreDataset:
 
         case_id, path = self.items[index]
         try:
-            image = preprocess_volume(read_volume(path), self.input_shape, reorient=self.reorient)
-            return {"case_id": case_id, "path": path, "image": image, "error": ""}
+            volume = read_volume(path)
+            image = preprocess_volume(volume, self.input_shape, reorient=self.reorient)
+            # the acquisition check (kneeoa.trust.envelope) runs here, in the loader, before the network
+            warned = self.check(volume.array, volume.affine) if self.check is not None else []
+            return {"case_id": case_id, "path": path, "image": image, "error": "", "envelope": warned}
         except KneeOAError as err:
             return {"case_id": case_id, "path": path, "image": None, "error": str(err)}
         except Exception as err:  # a batch job records any per-case failure and goes on
@@ -119,7 +125,8 @@ def saliency_path_for(saliency_dir: Path, case_id: str) -> Path:
 def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path,
                  saliency_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
                  shard: str | tuple[int, int] | None = None, workers: int | None = None, batch_size: int = 1,
-                 device: str = "auto", saliency_method: str = "smoothgrad", target: str = "auto") -> dict:
+                 device: str = "auto", saliency_method: str = "smoothgrad", target: str = "auto",
+                 trust: TrustOptions | None = None) -> dict:
     """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total'}.
 
     Under torchrun every rank scores its share (on its own GPU) into the same table. `workers` None picks
@@ -142,8 +149,10 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
         if shard_ is None and info.enabled:
             shard_ = (info.rank, info.world_size)
         from kneeoa.engine.inference import load_model
+        from kneeoa.trust.predict import load_trust_predictor
 
         model_card = load_model(checkpoint, dev)  # a bad checkpoint fails before any output is touched
+        trusted = load_trust_predictor(checkpoint, model_card[1], trust)
         distributed.barrier(info)  # every rank has looked at the table before rank 0 changes it
         if info.is_main:
             if exists and overwrite:
@@ -157,7 +166,7 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
         todo = [item for item in mine if item[0] not in done]
         workers = default_workers() if workers is None else int(workers)
         counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
-                              saliency_method, target)
+                              saliency_method, target, trusted)
         distributed.barrier(info)
     finally:
         distributed.cleanup(info)
@@ -165,7 +174,8 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
 
 
 def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_csv: Path, saliency_dir: Path | None,
-                 workers: int, batch_size: int, dev: Any, saliency_method: str, target: str) -> dict:
+                 workers: int, batch_size: int, dev: Any, saliency_method: str, target: str,
+                 trusted: Any = None) -> dict:
     """The scoring loop: loader workers read + preprocess, the model predicts, one appended row per case."""
     import torch
     from torch.utils.data import DataLoader
@@ -179,7 +189,9 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
     shape = input_shape_of(model, card)
     if saliency_dir is not None:
         saliency_dir.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(ScoreDataset(todo, shape, reorient_of(model)), batch_size=batch_size, shuffle=False, num_workers=workers,
+    check = trusted.check_acquisition if trusted is not None else None
+    loader = DataLoader(ScoreDataset(todo, shape, reorient_of(model), check), batch_size=batch_size, shuffle=False,
+                        num_workers=workers,
                         collate_fn=collate_items, pin_memory=dev.type == "cuda",
                         prefetch_factor=4 if workers > 0 else None)
     counts = {"scored": 0, "errors": 0}
@@ -190,7 +202,8 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
             if good:
                 x = torch.stack([item["image"] for item in good]).to(dev, non_blocking=True)
                 with oom_guard(dev, "scoring", batch_size):
-                    results = _predict_rows(model, x, [item["case_id"] for item in good])
+                    results = _predict_rows(model, x, [item["case_id"] for item in good], trusted,
+                                            [item["envelope"] for item in good])
             for item in batch:
                 row = {"case_id": item["case_id"], "path": item["path"]}
                 if item["image"] is None:
@@ -215,14 +228,19 @@ def _drop_partial_tail(path: Path) -> None:
         atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
 
 
-def _predict_rows(model: Any, x: Any, case_ids: list[str]) -> dict[str, dict]:
+def _predict_rows(model: Any, x: Any, case_ids: list[str], trusted: Any = None,
+                  envelope: list[list[str]] | None = None) -> dict[str, dict]:
     from kneeoa.engine.inference import NONFINITE_OUTPUT, batch_outputs, finite_rows, predictions
+    from kneeoa.trust.predict import table_fields
 
     out = batch_outputs(model, x)
     finite = finite_rows(out)
+    extra = [table_fields(r) for r in trusted(out["kl_probs"], out["oa_prob"], out["embedding"], envelope)] \
+        if trusted is not None else [{} for _ in case_ids]
     rows = {}
-    for case_id, ok, prediction in zip(case_ids, finite, predictions(out)):
-        rows[case_id] = prediction.to_score_row() if ok else {"status": SCORE_ERROR, "error": NONFINITE_OUTPUT}
+    for case_id, ok, prediction, more in zip(case_ids, finite, predictions(out), extra):
+        rows[case_id] = {**prediction.to_score_row(), **more} if ok else {"status": SCORE_ERROR,
+                                                                         "error": NONFINITE_OUTPUT}
     return rows
 
 

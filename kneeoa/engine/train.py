@@ -91,6 +91,11 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any, tensorboar
     train_cases = cohort.split("train")
     if not train_cases:
         raise InputError("no graded training cases (need KL grades for split 'train')", cfg["data"])
+    cal_cases: list = []
+    if cfg.get("calibration_fraction", 0.0) > 0:  # the same knees on resume: seeded by the run's seed
+        from kneeoa.trust.fit import grouped_holdout
+
+        train_cases, cal_cases = grouped_holdout(train_cases, cfg["calibration_fraction"], cfg["seed"])
     cache_dir = (Path(cfg["cache_dir"]) if cfg["cache_dir"] else run.cache) if cfg["cache"] else None
     input_shape = tuple(cfg["input_shape"])
     deterministic = device.type == "cpu" or cfg["deterministic"]
@@ -146,7 +151,8 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any, tensorboar
                                 writer.add_scalar(key, value, epoch + 1)
                     bar.update(1, **{k: row[k] for k in ("epoch", "loss", *_metric_keys(row))})
                 distributed.barrier(info)
-        metrics = _finish(run, model, optimizer, scaler, cfg, cohort, train_cases, device, info, cache_dir)
+        metrics = _finish(run, model, optimizer, scaler, cfg, cohort, train_cases, device, info, cache_dir,
+                          cal_cases)
     finally:
         if writer is not None:
             writer.close()
@@ -258,7 +264,7 @@ def _restore_metrics_line(run: RunDir, meta: dict, done: int) -> None:
 
 
 def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, cohort: Any, train_cases: list,
-            device: Any, info: Any, cache_dir: Path | None) -> dict:
+            device: Any, info: Any, cache_dir: Path | None, cal_cases: list | None = None) -> dict:
     """Evaluate the last epoch on the test split, put the metrics in the card and mark the run finished."""
 
     from kneeoa.engine.inference import evaluation_metrics, predict_cases
@@ -280,11 +286,32 @@ def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, coh
         metrics["test"] = evaluation_metrics(result)
         atomic_write_text(run.test_metrics, strict_json.dumps(metrics["test"], indent=2) + "\n")
         run.log("test " + " ".join(f"{k}={v:.4g}" for k, v in metrics["test"].items()))
-    save_checkpoint(run.last, model, _card(model, cfg, cohort, train_cases, cfg["epochs"], metrics))
+    card = _card(model, cfg, cohort, train_cases, cfg["epochs"], metrics)
+    save_checkpoint(run.last, model, card)
+    if cal_cases:
+        _calibrate(run, model, card, cfg, cohort, train_cases, cal_cases, device, cache_dir)
     save_trainer_state(run.state, model, optimizer, scaler, cfg["epochs"], finished=True, info={"seed": cfg["seed"]})
     run.log("finished")
     distributed.barrier(info)
     return metrics
+
+
+def _calibrate(run: RunDir, model: Any, card: dict, cfg: dict, cohort: Any, train_cases: list, cal_cases: list,
+               device: Any, cache_dir: Path | None) -> None:
+    """Temperatures, conformal sets and OOD statistics on the held-out training knees, into the checkpoint."""
+    from kneeoa.trust.fit import fit_trust
+    from kneeoa.trust.store import write_trusted_checkpoint
+
+    counts = "/".join(str(sum(c.kl == g for c in cal_cases)) for g in range(5))
+    described = (f"{len(cal_cases)} training-split knees held out from training (--calibration-fraction "
+                 f"{cfg['calibration_fraction']}, subject-grouped, KL-stratified, KL 0-4 {counts}) of the "
+                 f"{cohort.kind} cohort at {cohort.root}")
+    stats = fit_trust(model, card, cal_cases, tuple(cfg["input_shape"]), device, fit_cases=train_cases,
+                      calibrated_on=described, seed=cfg["seed"], batch_size=cfg["eval_batch_size"],
+                      workers=cfg["workers"], cache_dir=cache_dir)
+    write_trusted_checkpoint(run.last, run.last, stats)
+    t = stats.temperatures
+    run.log(f"calibrated on {len(cal_cases)} held-out knees: T_kl={t.kl:.3g} T_oa={t.oa:.3g}")
 
 
 def _tensorboard(run: RunDir) -> Any:

@@ -96,7 +96,8 @@ def check_shapes_before_building(spec: ModelSpec, path: Path) -> None:
         raise CheckpointError(f"the model card's spec cannot be built: {err.problem}", path) from None
     try:
         with safe_open(str(path), framework="pt") as f:
-            stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()
+                      if not name.startswith(TRUST_TENSOR_PREFIX)}
     except Exception as err:
         raise CheckpointError(f"truncated or corrupt checkpoint ({err})", path) from None
     wanted = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}

@@ -9,6 +9,8 @@ TemperatureScaling (MLE); applying T is one division, done here so grading never
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from dataclasses import dataclass
 
@@ -46,8 +48,9 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) < 2 or len(np.unique(labels)) < 2:
         return 1.0  # one class only: the likelihood is maximised by T -> 0, which would be nonsense
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # netcal warns about its own defaults on every fit
+    # netcal warns about its defaults on every fit and prints a note on stdout (kept clean for JSON progress)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
         scaler = TemperatureScaling(method="mle")
         scaler.fit(probs, labels)
     inverse = float(np.ravel(scaler.temperature)[0])  # netcal multiplies the logits by this weight = 1/T

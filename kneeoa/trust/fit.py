@@ -8,6 +8,7 @@ not weakened by reusing the knees that chose T. The Mahalanobis fit uses the tra
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def grouped_holdout(cases: list, fraction: float, seed: int = 0) -> tuple[list, 
     y = np.array([c.kl for c in cases])
     groups = [subject_of(c) for c in cases]
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    keep_idx, held_idx = next(splitter.split(np.zeros(len(cases)), y, groups))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a grade rarer than n_splits: stratified as far as possible
+        keep_idx, held_idx = next(splitter.split(np.zeros(len(cases)), y, groups))
     return [cases[i] for i in keep_idx], [cases[i] for i in held_idx]
 
 

@@ -7,6 +7,7 @@ Slicer grading module; the field names are kneeoa.contracts.trust's.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,12 @@ class TrustPredictor:
             if stats.cal_kl_probs is not None else np.asarray(stats.cal_oa_prob))
         oa_y = np.where(y >= 0, (y >= OA_THRESHOLD).astype(np.int64), -1)
         self.oa_sets = fit_sets(two_class(cal_oa), oa_y, alpha, "lac", class_conditional)
+
+    def check_acquisition(self, array: np.ndarray, affine: np.ndarray) -> list[str]:
+        """The plain-words envelope findings for one volume (before the network runs)."""
+        from kneeoa.trust.envelope import acquisition_stats, check_envelope
+
+        return check_envelope(acquisition_stats(array, affine), self.stats.envelope)
 
     def __call__(self, kl_probs: np.ndarray | None, oa_prob: np.ndarray, embedding: np.ndarray | None,
                  envelope_warnings: list[list[str]] | None = None) -> list[dict[str, Any]]:
@@ -70,3 +77,20 @@ class TrustPredictor:
             row[names.ENVELOPE_WARNINGS] = "; ".join(warn[i])
             rows.append(row)
         return rows
+
+
+def load_trust_predictor(checkpoint: str | Path, card: dict,
+                         options: names.TrustOptions | None = None) -> TrustPredictor | None:
+    """The checkpoint's TrustPredictor, None when the checkpoint was never calibrated."""
+    from kneeoa.trust.store import read_trust
+
+    stats = read_trust(checkpoint, card)
+    if stats is None:
+        return None
+    o = options or names.TrustOptions()
+    return TrustPredictor(stats, o.alpha, o.method, o.class_conditional, o.ood_alpha)
+
+
+def table_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The trust fields that are table columns (the grade JSON also has the list and the label)."""
+    return {k: v for k, v in row.items() if k in names.TRUST_COLUMNS}

@@ -1,0 +1,112 @@
+"""Trust end to end: `train --calibration-fraction`, `kneeoa calibrate`, and the trust fields of grade/score/predict."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_helpers import TINY, run_main
+
+from kneeoa.contracts import trust as names
+from kneeoa.contracts.schemas import PRED_COLUMNS, SCORE_COLUMNS
+from kneeoa.engine.train import train
+from kneeoa.models.checkpoint import load_checkpoint, read_card
+from kneeoa.trust.store import read_trust
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(phantom_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dual_cal"
+    train(phantom_cohort, "resnet3d", "dual", out, preset="quick",
+          overrides={**TINY, "calibration_fraction": 0.34})
+    return out / "checkpoints" / "last.safetensors"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_training_with_a_calibration_fraction_stores_trust_tensors_and_says_what_they_were_fitted_on(calibrated_run):
+    card = read_card(calibrated_run)
+    block = card[names.TRUST_KEY]
+    assert "held out from training" in block["calibrated_on"]
+    assert block["ood"]["fit_on"] == "training knees"
+    held = block["n_conformal"]
+    assert f"{12 - held} graded training cases" in card["training_data"]  # the held-out knees did not train
+    stats = read_trust(calibrated_run)
+    assert stats.cal_kl_probs.shape == (held, 5) and stats.ood.precision.shape == (32, 32)
+    assert stats.ood.precision.dtype == np.float64  # tensors, not JSON
+    model, _ = load_checkpoint(calibrated_run)  # the weights still load strictly
+    assert model.spec.variant == "dual"
+
+
+def test_calibrate_writes_a_new_checkpoint_and_never_touches_the_input(calibrated_run, phantom_cohort, tmp_path,
+                                                                        monkeypatch):
+    before = _digest(calibrated_run)
+    out = tmp_path / "recal.safetensors"
+    assert run_main(monkeypatch, "calibrate", "--checkpoint", str(calibrated_run), "--data", str(phantom_cohort),
+                    "--split", "test", "--ood-split", "train", "--out", str(out)) == 0
+    assert _digest(calibrated_run) == before
+    block = read_card(out)[names.TRUST_KEY]
+    assert "split test: 6 graded knees" in block["calibrated_on"]
+    assert block["source_checkpoint"] == str(calibrated_run.resolve())
+    assert run_main(monkeypatch, "calibrate", "--checkpoint", str(out), "--data", str(phantom_cohort),
+                    "--out", str(out), "--overwrite") == 1  # "--out is the input checkpoint"
+    assert read_card(out)[names.TRUST_KEY] == block
+
+
+def test_grade_json_reports_calibrated_probabilities_a_set_and_an_ood_verdict(calibrated_run, phantom_cohort,
+                                                                              tmp_path, monkeypatch):
+    image = sorted((phantom_cohort / "imagesTs").glob("*.nii.gz"))[0]
+    res = tmp_path / "g.json"
+    assert run_main(monkeypatch, "grade", str(image), "--checkpoint", str(calibrated_run), "--result-json", str(res),
+                    "--alpha", "0.2") == 0
+    t = json.loads(res.read_text())[names.TRUST_KEY]
+    assert sum(t[c] for c in names.KL_PROB_CAL_COLUMNS) == pytest.approx(1.0)
+    assert t[names.KL_SET_LABEL].endswith("at 80 %") and t[names.SET_LEVEL] == pytest.approx(0.8)
+    assert t[names.KL_SET_LOW] <= t[names.PRED_KL_CAL] <= t[names.KL_SET_HIGH]
+    assert 0 < t[names.OOD_P] <= 1 and t[names.OOD_FLAG] in (0, 1)
+
+
+def test_a_volume_with_ten_times_the_field_of_view_is_flagged_before_grading_in_plain_words(
+        calibrated_run, phantom_cohort, tmp_path, monkeypatch):
+    from kneeoa.data.volume import read_volume, write_nifti
+
+    vol = read_volume(sorted((phantom_cohort / "imagesTs").glob("*.nii.gz"))[0])
+    big = tmp_path / "big.nii.gz"
+    write_nifti(big, vol.array, np.diag([*(10 * np.asarray(vol.spacing_mm)), 1.0]))
+    res = tmp_path / "g.json"
+    assert run_main(monkeypatch, "grade", str(big), "--checkpoint", str(calibrated_run), "--result-json", str(res)) == 0
+    t = json.loads(res.read_text())[names.TRUST_KEY]
+    assert t[names.OOD_FLAG] == 1 and "field of view 10.0x the training data's" in t[names.ENVELOPE_WARNINGS]
+
+
+def test_score_table_gets_trust_columns_and_the_published_predictions_keep_their_format(
+        calibrated_run, phantom_cohort, tmp_path, monkeypatch):
+    table = tmp_path / "scores.csv"
+    assert run_main(monkeypatch, "score", str(phantom_cohort / "imagesTs"), "--checkpoint", str(calibrated_run),
+                    "--out", str(table)) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert list(rows[0]) == SCORE_COLUMNS and set(names.TRUST_COLUMNS) <= set(SCORE_COLUMNS)
+    row = rows[0]
+    assert row[names.SET_METHOD] == "ordinal" and row[names.OOD_P] != ""
+    out = tmp_path / "preds"
+    assert run_main(monkeypatch, "predict", "--checkpoint", str(calibrated_run), "--data", str(phantom_cohort),
+                    "--out", str(out)) == 0
+    assert (out / "resnet3d_dual_preds.csv").read_text().splitlines()[0] == ",".join(PRED_COLUMNS)
+    trust_lines = (out / names.trust_file_name("resnet3d_dual")).read_text().splitlines()
+    assert trust_lines[0] == ",".join(names.TRUST_FILE_COLUMNS) and len(trust_lines) == 7
+
+
+def test_an_uncalibrated_checkpoint_grades_as_before_with_trust_null(phantom_cohort, tmp_path, monkeypatch):
+    from engine_helpers import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "plain.safetensors")
+    image = sorted((phantom_cohort / "imagesTs").glob("*.nii.gz"))[0]
+    res = tmp_path / "g.json"
+    assert run_main(monkeypatch, "grade", str(image), "--checkpoint", str(ckpt), "--result-json", str(res)) == 0
+    assert json.loads(res.read_text())[names.TRUST_KEY] is None
