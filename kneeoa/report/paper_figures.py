@@ -240,7 +240,7 @@ def latent_manifold_figures(latent_results: list[dict[str, Any]], figures: str |
                                           ("tsne", "kl", "tsne_grid_kl.png", "t-SNE"),
                                           ("tsne", "oa", "tsne_grid_oa.png", "t-SNE")):
         title = f"Test embeddings, {what}, coloured by {colour_by.upper()}"
-        out[name] = save_figure(manifold_grid(models, points, colour_by, title), figures / name)
+        out[name] = save_figure(manifold_grid(models, points, colour_by, title), figures / name, dpi=100)
     return out
 
 
