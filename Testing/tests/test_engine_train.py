@@ -12,8 +12,11 @@ from kneeoa.models.checkpoint import load_checkpoint, read_card
 
 
 def _same(a: dict, b: dict) -> bool:
-    """Metric dicts equal, NaN (undefined on a tiny split) equal to NaN."""
-    return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+    """Metric dicts equal, NaN (undefined on a tiny split) equal to NaN or to null (how strict JSON writes it)."""
+    def undefined(v) -> bool:
+        return v is None or v != v
+
+    return a.keys() == b.keys() and all(a[k] == b[k] or (undefined(a[k]) and undefined(b[k])) for k in a)
 
 
 @pytest.fixture(scope="module")

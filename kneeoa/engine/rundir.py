@@ -21,9 +21,12 @@ from kneeoa.errors import ConfigError
 from kneeoa.utils import strict_json
 from kneeoa.utils.atomic import append_line, atomic_write_text
 
-# every file or folder a run writes; --overwrite removes exactly these, never anything else in the folder
+# every file or folder a run writes; --overwrite removes at most these, and only those the manifest lists
 RUN_ENTRIES = ("config.yaml", "checkpoints", "metrics.jsonl", "test_metrics.json", "train.log", "tensorboard",
                "cache")
+MANIFEST = "kneeoa_run.json"  # written first by every new run: the entries it owns (what --overwrite may delete)
+LOCK = ".kneeoa.lock"  # held by the process that writes the run (utils.locks)
+OWN_FILES = (MANIFEST, LOCK)
 
 
 class RunDir:
@@ -40,6 +43,8 @@ class RunDir:
         self.log_file = self.root / "train.log"
         self.cache = self.root / "cache"
         self.tensorboard = self.root / "tensorboard"
+        self.manifest = self.root / MANIFEST
+        self.lock_file = self.root / LOCK
 
     def is_run(self) -> bool:
         return self.config.is_file()
@@ -59,6 +64,7 @@ class RunDir:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError("run directory path is a file", self.root)
         if overwrite:
+            self._check_owned()
             return "new"
         if self.is_run():
             if resume:
@@ -67,14 +73,50 @@ class RunDir:
             what = "a finished run" if meta and meta.get("finished") else "an unfinished run"
             raise ConfigError(f"already holds {what}; pass --resume to continue it or --overwrite to replace it",
                               self.root)
-        if self.root.is_dir() and any(p.name not in RUN_ENTRIES for p in self.root.iterdir()):
+        if self.root.is_dir() and any(p.name not in (*RUN_ENTRIES, *OWN_FILES) for p in self.root.iterdir()):
             raise ConfigError("folder exists and is not a KneeOA run (choose an empty or new --out)", self.root)
         return "new"
 
+    def owned(self) -> list[str]:
+        """The entries this folder's run manifest says a KneeOA run wrote (empty without a manifest)."""
+        try:
+            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        entries = data.get("entries") if isinstance(data, dict) else None
+        return [e for e in entries if e in RUN_ENTRIES] if isinstance(entries, list) else []
+
+    def _check_owned(self) -> None:
+        """--overwrite deletes only what a manifest lists: refuse when run-like entries are not ours."""
+        if not self.root.is_dir():
+            return
+        owned = set(self.owned())
+        foreign = sorted(n for n in RUN_ENTRIES if (self.root / n).exists() and n not in owned and n != "cache")
+        if foreign:
+            raise ConfigError(f"--overwrite would delete {', '.join(foreign)}, which no KneeOA run manifest "
+                              f"({MANIFEST}) lists as ours; move them away or choose another --out", self.root)
+
+    def start_new(self) -> None:
+        """Create the folder and its manifest before anything else is written (also the claim on the entries)."""
+        from kneeoa import __version__
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.manifest, strict_json.dumps({"kneeoa_version": __version__, "entries": list(RUN_ENTRIES),
+                                                            "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+
+    def lock(self):
+        """Exclusive lock on the run folder (a second train/resume into it stops with one line)."""
+        from kneeoa.utils import locks
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        return locks.exclusive(self.lock_file, self.root, "the run folder")
+
     def clear(self) -> None:
-        """Remove this run's own outputs (for --overwrite); other files in the folder stay."""
+        """Remove this run's own outputs (for --overwrite): only entries the manifest lists; others stay."""
+        self._check_owned()
+        owned = set(self.owned())
         for name in RUN_ENTRIES:
-            if name == "cache":
+            if name == "cache" or name not in owned:
                 continue  # preprocessed tensors stay valid whatever the model; keeping them saves the decode
             path = self.root / name
             if path.is_dir():

@@ -8,6 +8,8 @@ table; `shard=(i, n)` (or torchrun's RANK/WORLD_SIZE) scores every n-th case; `k
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,24 +155,47 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
 
         model_card = load_model(checkpoint, dev)  # a bad checkpoint fails before any output is touched
         trusted = load_trust_predictor(checkpoint, model_card[1], trust)
-        distributed.barrier(info)  # every rank has looked at the table before rank 0 changes it
-        if info.is_main:
-            if exists and overwrite:
-                out_csv.unlink()
-            elif exists:
-                _drop_partial_tail(out_csv)
-            ensure_header(out_csv)
-        distributed.barrier(info)
-        done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
-        mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
-        todo = [item for item in mine if item[0] not in done]
-        workers = default_workers() if workers is None else int(workers)
-        counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
-                              saliency_method, target, trusted)
-        distributed.barrier(info)
+        with table_lock(out_csv, shard_):
+            # looked at again under the lock: another run may have created the table since
+            exists = out_csv.exists()
+            if exists and not (resume or overwrite):
+                raise ConfigError("scores table exists; pass --resume to continue it or --overwrite to replace it",
+                                  out_csv)
+            distributed.barrier(info)  # every rank has looked at the table before rank 0 changes it
+            if info.is_main:
+                if exists and overwrite:
+                    out_csv.unlink()
+                elif exists:
+                    _drop_partial_tail(out_csv)
+                ensure_header(out_csv)
+            distributed.barrier(info)
+            done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
+            mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
+            todo = [item for item in mine if item[0] not in done]
+            workers = default_workers() if workers is None else int(workers)
+            counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
+                                  saliency_method, target, trusted)
+            distributed.barrier(info)
     finally:
         distributed.cleanup(info)
     return {"out_csv": out_csv, **counts, "skipped": len(mine) - len(todo), "total": len(items), "shard": shard_}
+
+
+@contextlib.contextmanager
+def table_lock(out_csv: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """One writer per scores table, or per shard of it: a whole-table run excludes every shard and the
+    other way round (two fresh runs into one table would write every case twice)."""
+    from kneeoa.utils import locks
+
+    whole = locks.lock_path_for(out_csv)
+    mine = whole if shard is None else locks.lock_path_for(out_csv, f"shard-{shard[0]}-of-{shard[1]}")
+    with locks.exclusive(mine, out_csv, "the scores table" if shard is None else f"shard {shard[0]}/{shard[1]}"):
+        others = [whole] if shard is not None else sorted(out_csv.parent.glob(f".{out_csv.name}.shard-*.lock"))
+        busy = [p for p in others if p.exists() and not locks.is_stale(p)]
+        if busy:
+            raise ConfigError(f"the scores table is being written by {locks.describe_owner(busy[0])} "
+                              f"({'a whole-table run' if shard is not None else 'a shard'}); wait for it", out_csv)
+        yield
 
 
 def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_csv: Path, saliency_dir: Path | None,

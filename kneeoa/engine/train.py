@@ -9,6 +9,7 @@ epochs one process ran. The last epoch is evaluated on the test split (the paper
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -38,19 +39,23 @@ def train(data: str | Path | None, backbone: str = "resnet3d", variant: str = "d
         cfg = resolve_config(preset, backbone, variant, data, overrides, labels)
     info, device = distributed.setup(cfg["device"])
     try:
-        distributed.barrier(info)  # every rank has read the folder before rank 0 changes it
-        if info.is_main:
-            if overwrite:
-                run.clear()
-            if mode == "resume":
-                run.remove_stale_temp_files()
-            if mode == "new":
-                from kneeoa.config import save_config
+        # one writer per run folder: a second train/resume into it stops here, before anything is changed
+        with run.lock() if info.is_main else contextlib.nullcontext():
+            distributed.barrier(info)  # every rank has read the folder before rank 0 changes it
+            if info.is_main:
+                if mode == "new" and not overwrite:
+                    run.decide(resume, overwrite)  # again under the lock: another run may have started meanwhile
+                if overwrite:
+                    run.clear()
+                if mode == "resume":
+                    run.remove_stale_temp_files()
+                if mode == "new":
+                    from kneeoa.config import save_config
 
-                run.root.mkdir(parents=True, exist_ok=True)
-                save_config(run.config, cfg)
-        distributed.barrier(info)
-        return _train(cfg, run, mode, info, device, tensorboard)
+                    run.start_new()
+                    save_config(run.config, cfg)
+            distributed.barrier(info)
+            return _train(cfg, run, mode, info, device, tensorboard)
     finally:
         distributed.cleanup(info)
 

@@ -71,7 +71,7 @@ def train_segmenter(data: str | Path | None, out: str | Path, preset: str | Path
             if mode == "resume":
                 run.remove_stale_temp_files()
             else:
-                run.root.mkdir(parents=True, exist_ok=True)
+                run.start_new()  # the manifest: what a later --overwrite may delete
                 _save_config(run, cfg)
         distributed.barrier(info)
         return _train(cfg, run, mode, info, device)
