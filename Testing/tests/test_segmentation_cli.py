@@ -30,7 +30,7 @@ def test_train_seg_writes_an_engine_run_with_a_segmenter_card(seg_run):
     rows = [json.loads(line) for line in (seg_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     model, card = load_segmenter(seg_run / "checkpoints" / "last.safetensors")
-    assert card["kind"] == "segmenter" and card["spec"]["arch"] == "segresnet" and card["patch"] == [16, 16, 16]
+    assert card["kind"] == "segmenter" and card["spec"]["arch"] == "unet" and card["patch"] == [16, 16, 16]
     assert card["labels"]["4"] == "medial_tibial_cartilage"
     assert card["training_data"].startswith("SYNTHETIC")  # the phantom is marked as such
     test = card["metrics"]["test"]

@@ -52,12 +52,13 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
                        target: str | int = "auto", labels: tuple[int, ...] = CARTILAGE_LABELS,
                        input_shape: tuple[int, int, int] | None = None, n_samples: int = 8,
                        noise_std: float = 0.05, batch_size: int | None = None,
-                       ks: tuple[float, ...] | None = None) -> dict[str, Any]:
+                       ks: tuple[float, ...] | None = None, segmenter: str | Path | None = None) -> dict[str, Any]:
     """Write `<case_id>_saliency.nii.gz` per case and, if any case has a mask, the overlap CSV.
 
     `target='both'` (Dual models, as the paper's export script) writes `<case_id>_saliency_kl.nii.gz` and
     `<case_id>_saliency_oa.nii.gz` and one overlap row per map; `maps` is then keyed `<case_id>_kl` / `_oa`.
-    `ks`: the top-k fractions of the overlap table (default 1 %, 5 %, 10 %).
+    `ks`: the top-k fractions of the overlap table (default 1 %, 5 %, 10 %). `segmenter`: cases without a mask
+    are segmented (the label map is written as `<case_id>_seg.nii.gz`); every overlap row says its mask_source.
     Returns {"maps": {case_id: path}, "overlap_csv": path | None, "rows": [...], "failures": {case_id: message}}.
     """
     from kneeoa.analysis.overlap import DEFAULT_KS
@@ -77,11 +78,16 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
     maps: dict[str, Path] = {}
     rows: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
+    from kneeoa.contracts.segmentation import MASK_SOURCE_COLUMN
+    from kneeoa.segmentation.auto import MaskSource
+
+    masks = MaskSource(segmenter, getattr(next(model.parameters(), None), "device", "cpu"), out_dir)
+    masks.check()
     with Progress("saliency", total=len(cases), unit="case") as progress:
         for case in cases:
             try:
                 image = read_volume(case.image)
-                mask = _read_mask(case.mask, image) if case.mask is not None else None
+                mask, source = masks.mask_for(image, case.mask, case.case_id)
                 metrics: dict[str, Any] = {}
                 for one in targets:
                     result = explain(model, image, method, one, input_shape, n_samples, noise_std, batch_size)
@@ -91,6 +97,7 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
                     maps[key] = Path(path)
                     if mask is not None:
                         row = overlap_row(case, result.volume.array, mask, labels, f"{result.head}:{result.index}", ks)
+                        row[MASK_SOURCE_COLUMN] = source
                         rows.append(row)
                         metrics = {k: v for k, v in row.items() if k.startswith("mass")}
                 progress.update(1, case=case.case_id, **metrics)
@@ -136,7 +143,9 @@ def write_overlap_table(path: Path, rows: list[dict[str, Any]]) -> Path:
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
-    mean: dict[str, Any] = {"case_id": "mean", "kl": "", "target": ""}
+    from kneeoa.contracts.segmentation import MASK_SOURCE_COLUMN
+
+    mean: dict[str, Any] = {"case_id": "mean", "kl": "", "target": "", MASK_SOURCE_COLUMN: ""}
     for col in columns:
         if col in mean:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from kneeoa.contracts.segmentation import KNEE_SIDES
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS
 
 DESCRIPTION = """Grade one knee MRI volume with a checkpoint: OA probability, KL probabilities, the hierarchy-
@@ -24,6 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="image (NIfTI, NRRD, MHA or a DICOM series folder)")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     p.add_argument("--mask", help="cartilage mask on the image grid (OAI-ZIB-CM labels) -> overlap metrics")
+    p.add_argument("--segmenter", help="segmenter (.safetensors from `kneeoa train-seg`): without --mask, segment the "
+                                       "image and use that automatic mask (result: mask_source, thickness)")
+    p.add_argument("--knee-side", choices=KNEE_SIDES, help="with --segmenter: which knee (medial/lateral plates)")
+    p.add_argument("--segmentation-out", help="with --segmenter: write the automatic label map here (.nii.gz)")
     p.add_argument("--saliency-out", help="write the saliency map here (.nii.gz, image grid)")
     p.add_argument("--saliency-method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS,
                    help="attribution method")
@@ -48,22 +53,26 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.utils.atomic import atomic_write_text
 
     result_path = Path(args.result_json)
-    inputs = [Path(p).resolve() for p in (args.image, args.mask, args.checkpoint) if p]
-    for out in (result_path, Path(args.saliency_out) if args.saliency_out else None):
+    inputs = [Path(p).resolve() for p in (args.image, args.mask, args.checkpoint, args.segmenter) if p]
+    for out in (result_path, Path(args.saliency_out) if args.saliency_out else None,
+                Path(args.segmentation_out) if args.segmentation_out else None):
         if out is None:
             continue
         if out.resolve() in inputs:
             raise ConfigError("output would overwrite an input", out)
         if out.exists() and not args.overwrite:
             raise ConfigError("output exists; pass --overwrite to replace it", out)
-    steps = 3 + bool(args.saliency_out or args.mask) + bool(args.mask)
+    auto = args.segmenter is not None and args.mask is None
+    has_mask = bool(args.mask) or auto
+    steps = 3 + bool(args.saliency_out or has_mask) + has_mask + auto
     with Progress("grade", total=steps, unit="step") as bar:
         def step(message: str) -> None:
             bar.update(1, stage=message)
 
         result = grade_volume(args.image, args.checkpoint, mask_path=args.mask, saliency_path=args.saliency_out,
                               saliency_method=args.saliency_method, target=args.target, device=args.device,
-                              step=step, trust=trust_options(args))
+                              step=step, trust=trust_options(args), segmenter=args.segmenter,
+                              knee_side=args.knee_side, segmentation_out=args.segmentation_out)
     atomic_write_text(result_path, strict_json.dumps(result, indent=2) + "\n")
     emit("result", **result)
     return 0

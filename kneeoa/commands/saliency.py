@@ -25,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--image", help="one image (NIfTI, NRRD, MHA or a DICOM series folder)")
     src.add_argument("--data", help="cohort root (OAI-ZIB-CM layout or a generic folder)")
     p.add_argument("--mask", help="cartilage mask for --image (labels as OAI-ZIB-CM)")
+    p.add_argument("--segmenter", help="segmenter (.safetensors): cases without a mask are segmented and their "
+                                       "overlap computed on the automatic mask (column mask_source)")
     p.add_argument("--split", default="test", choices=["train", "test", "unlabelled"], help="cohort split (default test)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS,
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_saliency_cases(
         model, cases, args.out, method=args.method, target=target, labels=labels,
         input_shape=tuple(input_shape) if input_shape else None, n_samples=args.n_samples,
-        noise_std=args.noise_std, batch_size=args.batch_size, ks=ks)
+        noise_std=args.noise_std, batch_size=args.batch_size, ks=ks, segmenter=args.segmenter)
     emit("result", maps={k: str(v) for k, v in result["maps"].items()},
          overlap_csv=None if result["overlap_csv"] is None else str(result["overlap_csv"]),
          failures=result["failures"])

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.contracts.trust import TRUST_KEY, TrustOptions
-from kneeoa.contracts.vocab import MASK_LABELS
 from kneeoa.errors import ConfigError, JobError
 from kneeoa.utils.strict_json import finite_or_none
 
@@ -19,15 +18,19 @@ def _same_file(a: str | Path, b: str | Path | None) -> bool:
 def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str | Path | None = None,
                  saliency_path: str | Path | None = None, saliency_method: str = "smoothgrad",
                  target: str = "auto", device: str = "auto",
-                 step: Callable[[str], None] | None = None, trust: TrustOptions | None = None) -> dict:
+                 step: Callable[[str], None] | None = None, trust: TrustOptions | None = None,
+                 segmenter: str | Path | None = None, knee_side: str | None = None,
+                 segmentation_out: str | Path | None = None) -> dict:
     """Probabilities + decisions for one volume; saliency written when asked; overlap when a mask is given.
 
     Keys: kl_probs (list[5]|None), oa_prob, oa_prob_from_kl, pred_kl, pred_oa, consistent_kl, heads_agree,
     saliency_path, saliency_target, overlap, card, image_path, device, and `trust` (calibrated probabilities,
-    the KL/OA sets, OOD score/p-value/flag, acquisition warnings; None for an uncalibrated checkpoint).
+    the KL/OA sets, OOD score/p-value/flag, acquisition warnings; None for an uncalibrated checkpoint); with a
+    mask (given, or made by `segmenter` when none is given): mask_source ('reference'/'automatic') and the
+    cartilage thickness per compartment.
     """
     from kneeoa.data.preprocess import preprocess_volume
-    from kneeoa.data.volume import check_labels, check_same_grid, read_volume, write_nifti
+    from kneeoa.data.volume import read_volume, write_nifti
     from kneeoa.engine.devices import oom_guard, resolve_device
     from kneeoa.engine.inference import (
         NONFINITE_OUTPUT,
@@ -48,11 +51,13 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     shape = input_shape_of(model, card)
     say("reading image")
     image = read_volume(image_path)
-    mask = None
-    if mask_path is not None:
-        mask = read_volume(mask_path, is_label=True)
-        check_same_grid(image, mask)
-        check_labels(mask, MASK_LABELS)
+    from kneeoa.segmentation.auto import MaskSource
+
+    if mask_path is None and segmenter is not None:
+        say("segmenting")
+    mask, mask_source = MaskSource(segmenter, dev).mask_for(image, mask_path, knee_side=knee_side)
+    if mask_source == "automatic" and segmentation_out is not None:
+        write_nifti(segmentation_out, mask, image.affine, is_label=True)
     from kneeoa.trust.predict import load_trust_predictor
 
     trusted = load_trust_predictor(checkpoint, card, trust)
@@ -65,6 +70,11 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         raise JobError(f"{NONFINITE_OUTPUT} (checkpoint {checkpoint})", image_path)
     result: dict[str, Any] = {"image_path": str(image_path), **predictions(out)[0].to_result(),
                               "card": card, "device": str(dev)}
+    result["mask_source"], result["thickness"] = mask_source, None
+    if mask is not None:
+        from kneeoa.segmentation.thickness import compartment_thickness
+
+        result["thickness"] = compartment_thickness(mask, image.spacing_mm)
     result[TRUST_KEY] = trusted(out["kl_probs"], out["oa_prob"], out["embedding"], [warnings_])[0] if trusted else None
     if saliency_path is not None or mask is not None:
         from kneeoa.analysis.saliency import explain
@@ -84,5 +94,5 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
             from kneeoa.analysis.overlap import saliency_overlap
 
             say("cartilage overlap")
-            result["overlap"] = saliency_overlap(smap.volume.array, mask.array)
+            result["overlap"] = saliency_overlap(smap.volume.array, mask)
     return finite_or_none(result)  # numpy values -> plain Python, NaN/inf -> None (strict JSON)
