@@ -29,14 +29,21 @@ def test_a_missing_distribution_is_reported_by_its_requirement():
     assert selftest.missing_dependencies(ABSENT) == list(ABSENT)
 
 
-@pytest.mark.parametrize(("name", "test_name"), MODULES)
-def test_ctest_records_a_skip_naming_the_missing_package(monkeypatch, name, test_name):
+def _self_test_class(monkeypatch, name, requirements=None):
+    """The module's <Name>Test class, its displayed messages collected in the returned list."""
     module = load_scripted_module(monkeypatch, ROOT / name / f"{name}.py")
     test_class = getattr(module, f"{name}Test")
-    monkeypatch.setattr(test_class, "requirements", ABSENT)
+    if requirements is not None:
+        monkeypatch.setattr(test_class, "requirements", requirements)
     shown = []
     monkeypatch.setattr(test_class, "delayDisplay", lambda self, message, msec=0: shown.append(message))
     fresh_scene()
+    return test_class, shown
+
+
+@pytest.mark.parametrize(("name", "test_name"), MODULES)
+def test_ctest_records_a_skip_naming_the_missing_package(monkeypatch, name, test_name):
+    test_class, shown = _self_test_class(monkeypatch, name, ABSENT)
     result = unittest.TestResult()
     test_class(test_name).run(result)
     assert result.wasSuccessful() and len(result.skipped) == 1
@@ -45,24 +52,17 @@ def test_ctest_records_a_skip_naming_the_missing_package(monkeypatch, name, test
 
 @pytest.mark.parametrize(("name", "test_name"), MODULES)
 def test_reload_and_test_ends_with_the_message_not_an_error(monkeypatch, name, test_name):
-    module = load_scripted_module(monkeypatch, ROOT / name / f"{name}.py")
-    test_class = getattr(module, f"{name}Test")
-    monkeypatch.setattr(test_class, "requirements", ABSENT)
-    shown = []
-    monkeypatch.setattr(test_class, "delayDisplay", lambda self, message, msec=0: shown.append(message))
+    test_class, shown = _self_test_class(monkeypatch, name, ABSENT)
     ran = []
     monkeypatch.setattr(test_class, test_name, lambda self: ran.append(True))
-    fresh_scene()
     test_class("runTest").runTest()  # what Reload and Test calls: must not raise
     assert ran == [] and any("kneeoa-absent-dependency" in m for m in shown)
 
 
 @pytest.mark.parametrize(("name", "test_name"), MODULES)
 def test_with_the_dependencies_the_self_test_body_runs(monkeypatch, name, test_name):
-    module = load_scripted_module(monkeypatch, ROOT / name / f"{name}.py")
-    test_class = getattr(module, f"{name}Test")
+    test_class, _shown = _self_test_class(monkeypatch, name)
     ran = []
     monkeypatch.setattr(test_class, test_name, lambda self: ran.append(True))
-    fresh_scene()
     test_class("runTest").runTest()
     assert ran == [True]
