@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="model-space grid D H W (NIfTI array is H W D); default 48 48 48")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
     p.add_argument("--preview", action="store_true", help="also save OUT_DIR/preview.png (sagittal slices per KL)")
+    p.add_argument("--bilateral", type=float, default=0.0, metavar="SHARE",
+                   help="probability that two consecutive cases are one subject's left and right knee (same "
+                        "SubjectID, correlated severity), as in OAI; default 0 = one knee per subject")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.progress import emit
 
     summary = generate_cohort(args.out_dir, args.train, args.test, shape=tuple(args.shape), seed=args.seed,
-                              preview=args.preview, workers=args.workers)
+                              preview=args.preview, workers=args.workers,
+                              bilateral=args.bilateral)
     emit("result", task="phantom", **summary)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -53,6 +57,9 @@ def format_summary(s: dict) -> str:
              f"{s['workers']} worker(s), {s['seconds']:.1f} s)"]
     for split in ("train", "test"):
         lines.append(f"  {split:5s} recorded KL 0-4: {s['kl_counts'][split]}   true KL 0-4: {s['true_kl_counts'][split]}")
+    if s.get("bilateral"):
+        lines.append(f"  {s['n_subjects']} subjects, {s['n_bilateral_subjects']} with both knees (bilateral "
+                     f"share {s['bilateral']})")
     ungraded = s["ungraded"]
     lines.append(f"  ungraded (blank KLGrade): {len(ungraded)}" + (f"  {', '.join(ungraded)}" if ungraded else ""))
     lines.append(f"  recorded vs true KL: agreement {s['agreement']:.3f}, Cohen's kappa {s['kappa_unweighted']:.3f} "

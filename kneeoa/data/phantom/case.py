@@ -35,12 +35,13 @@ def grid_for(shape_dhw: tuple[int, int, int], fov_mm: float = FOV_MM) -> Grid:
 
 
 def synthesize_case(seed: int, case_number: int, shape_dhw: tuple[int, int, int],
-                    severity: float | None = None) -> PhantomCase:
+                    severity: float | None = None, partner: int | None = None) -> PhantomCase:
     """Build case `case_number` of cohort `seed`; a pure function of its arguments (byte-reproducible).
 
     `severity` overrides the latent severity (same subject, anatomy and pose): a what-if for one knee.
+    `partner` makes it the other knee of case `partner`'s subject (see `severity.case_labels`).
     """
-    labels = case_labels(seed, case_number)
+    labels = case_labels(seed, case_number, partner)
     if severity is not None:
         labels = replace(labels, severity=float(severity), true_kl=true_kl_of(float(severity)))
     anatomy_rng = case_rng(seed, case_number, 1)

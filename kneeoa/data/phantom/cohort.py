@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kneeoa.data.phantom.case import grid_for, synthesize_case
-from kneeoa.data.phantom.severity import READER_FLIP_PROB, CaseLabels, cohens_kappa
+from kneeoa.data.phantom.severity import READER_FLIP_PROB, CaseLabels, bilateral_partner, cohens_kappa
 from kneeoa.errors import ConfigError, JobError
 from kneeoa.hierarchy import N_KL
 from kneeoa.progress import Progress
@@ -43,12 +43,12 @@ def case_paths(out_dir: Path, split: str, case_number: int) -> tuple[Path, Path]
     return out_dir / images / f"{cid}_0000.nii.gz", out_dir / labels / f"{cid}.nii.gz"
 
 
-def _write_case(job: tuple[str, str, int, int, tuple[int, int, int]]) -> tuple[CaseLabels, dict[int, int]]:
+def _write_case(job: tuple) -> tuple[CaseLabels, dict[int, int]]:
     """Worker: synthesize one case and write its image and mask; returns its labels and voxel counts."""
     from kneeoa.data.volume import write_nifti
 
-    out_dir, split, seed, number, shape_dhw = job
-    case = synthesize_case(seed, number, shape_dhw)
+    out_dir, split, seed, number, shape_dhw, partner = job
+    case = synthesize_case(seed, number, shape_dhw, partner=partner)
     image_path, mask_path = case_paths(Path(out_dir), split, number)
     write_nifti(image_path, case.image_ijk, case.affine)
     write_nifti(mask_path, case.mask_ijk, case.affine, is_label=True)
@@ -74,9 +74,13 @@ def _check_args(out_dir: Path, n_train: int, n_test: int, shape: tuple[int, ...]
                                   "use an empty or new folder", out_dir)
 
 
-def _jobs(out_dir: Path, n_train: int, n_test: int, seed: int, shape: tuple[int, int, int]) -> Iterator[tuple]:
+def _jobs(out_dir: Path, n_train: int, n_test: int, seed: int, shape: tuple[int, int, int],
+          bilateral: float = 0.0) -> Iterator[tuple]:
     for number in range(1, n_train + n_test + 1):
-        yield (str(out_dir), "train" if number <= n_train else "test", int(seed), number, shape)
+        # both knees of a subject stay in one official split (no subject in train and test)
+        same_split = (number <= n_train) == (number - 1 <= n_train)
+        partner = bilateral_partner(seed, number, bilateral, same_split)
+        yield (str(out_dir), "train" if number <= n_train else "test", int(seed), number, shape, partner)
 
 
 def _run_jobs(jobs: list[tuple], workers: int | None) -> dict[int, tuple[CaseLabels, dict[int, int]]]:
@@ -102,8 +106,14 @@ def _run_jobs(jobs: list[tuple], workers: int | None) -> dict[int, tuple[CaseLab
 
 
 def generate_cohort(out_dir: str | Path, n_train: int, n_test: int, shape: tuple[int, int, int] = (48, 48, 48),
-                    seed: int = 0, preview: bool = False, workers: int | None = None) -> dict:
-    """Write a phantom cohort (shape = model space D, H, W) and return its summary (counts, kappa, time)."""
+                    seed: int = 0, preview: bool = False, workers: int | None = None,
+                    bilateral: float = 0.0) -> dict:
+    """Write a phantom cohort (shape = model space D, H, W) and return its summary (counts, kappa, time).
+
+    `bilateral` in [0, 1]: the probability that a pair of consecutive cases is one subject's left and
+    right knee (same SubjectID, correlated severity); about that share of knees then has a partner.
+    The default 0 writes exactly the one-knee-per-subject cohort of earlier versions.
+    """
     from kneeoa.data.tables import write_table
     from kneeoa.utils.atomic import atomic_write_text
 
@@ -111,11 +121,13 @@ def generate_cohort(out_dir: str | Path, n_train: int, n_test: int, shape: tuple
     out_dir = Path(out_dir)
     shape = tuple(int(n) for n in shape)
     _check_args(out_dir, n_train, n_test, shape, workers)
+    if not 0.0 <= float(bilateral) <= 1.0:
+        raise ConfigError(f"bilateral must lie in [0, 1], got {bilateral}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"cannot create the output folder ({err.strerror or err})", out_dir) from err
-    jobs = list(_jobs(out_dir, n_train, n_test, seed, shape))
+    jobs = list(_jobs(out_dir, n_train, n_test, seed, shape, bilateral))
     try:
         results = _run_jobs(jobs, workers)
     except OSError as err:  # disk full, permissions, ... while writing a case
@@ -129,6 +141,9 @@ def generate_cohort(out_dir: str | Path, n_train: int, n_test: int, shape: tuple
                       "".join(f"{case_id(lab.case_number)}.nii.gz,{lab.knee_side}\n" for lab in labels))
     grid = grid_for(shape)
     summary = summarize(labels, n_train)
+    if bilateral:
+        summary.update(bilateral=float(bilateral), n_subjects=len({lab.subject_id for lab in labels}),
+                       n_bilateral_subjects=sum(job[5] is not None for job in jobs))
     summary.update(out_dir=str(out_dir), seed=int(seed), shape_dhw=list(shape), shape_ijk=list(grid.shape_ijk),
                    spacing_mm=[round(s, 4) for s in grid.spacing_mm], workers=n_workers,
                    mask_voxels_mean={k: round(float(np.mean([results[n][1][k] for n in results])), 1)

@@ -24,6 +24,7 @@ KL_BALANCE = (0.214, 0.121, 0.225, 0.289, 0.151)
 READER_FLIP_PROB = 0.35
 UNGRADED_PROB = 0.045  # OAI-ZIB-CM: 26 of 507 knees (5 %) have no KL grade
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+BILATERAL_RHO = 0.7  # severity correlation of a subject's two knees (Gaussian copula)
 _P_SUBJECT = 999_983  # prime: n -> (a n + b) mod p is a bijection, so IDs never collide
 
 
@@ -78,15 +79,50 @@ def case_rng(seed: int, case_number: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(case_number), int(stream)])
 
 
-def severity_of(seed: int, case_number: int) -> float:
-    """Latent severity g in [0, 5) of a case: inverse piecewise-uniform CDF of a Weyl sequence point."""
+def _weyl_u(seed: int, case_number: int) -> float:
+    """The case's point in [0, 1) on the cohort's Weyl sequence."""
     u0 = np.random.default_rng([int(seed), 0xC0FFEE]).random()
-    u = (u0 + case_number * _GOLDEN) % 1.0
+    return float((u0 + case_number * _GOLDEN) % 1.0)
+
+
+def _severity_from_u(u: float) -> float:
+    """Inverse piecewise-uniform CDF: u in [0, 1) -> severity g in [0, 5) with the `TRUE_BALANCE` masses."""
     edges = np.concatenate([[0.0], np.cumsum(TRUE_BALANCE)])
     edges[-1] = 1.0
     grade = int(min(np.searchsorted(edges, u, side="right") - 1, N_KL - 1))
     within = (u - edges[grade]) / (edges[grade + 1] - edges[grade])
     return float(min(grade + within, N_KL - 1e-6))
+
+
+def severity_of(seed: int, case_number: int, partner: int | None = None) -> float:
+    """Latent severity g in [0, 5) of a case: inverse piecewise-uniform CDF of a Weyl sequence point.
+
+    With `partner` (the subject's other knee) the point is drawn through a Gaussian copula with
+    correlation `BILATERAL_RHO` to the partner's point: the marginal balance stays `TRUE_BALANCE`
+    while the two knees of one subject have correlated severity, as in OAI.
+    """
+    u = _weyl_u(seed, case_number)
+    if partner is not None:
+        from statistics import NormalDist
+
+        unit, eps = NormalDist(), 1e-9
+        z_partner = unit.inv_cdf(min(max(_weyl_u(seed, partner), eps), 1 - eps))
+        z_own = unit.inv_cdf(min(max(u, eps), 1 - eps))
+        u = unit.cdf(BILATERAL_RHO * z_partner + math.sqrt(1 - BILATERAL_RHO**2) * z_own)
+    return _severity_from_u(u)
+
+
+def bilateral_partner(seed: int, case_number: int, share: float, same_split: bool = True) -> int | None:
+    """The case number of the subject's other knee, or None (a one-knee subject).
+
+    Consecutive cases (2m-1, 2m) are one subject's left and right knee with probability `share`
+    (drawn per pair from its own stream, so no other case changes); the second of the pair names the
+    first. `same_split=False` (the pair straddles the official train/test boundary) never pairs them.
+    """
+    if share <= 0 or case_number % 2 or not same_split:
+        return None
+    pair = case_number // 2
+    return case_number - 1 if np.random.default_rng([int(seed), 0xB11A7, pair]).random() < share else None
 
 
 def true_kl_of(severity: float) -> int:
@@ -104,10 +140,14 @@ def reader_kl(severity: float, rng: np.random.Generator, flip_prob: float = READ
     return int(min(max(kl + step, 0), N_KL - 1))
 
 
-def case_labels(seed: int, case_number: int) -> CaseLabels:
-    """Severity, grades and plausible subject data of one case (stream 0 of its RNG)."""
+def case_labels(seed: int, case_number: int, partner: int | None = None) -> CaseLabels:
+    """Severity, grades and plausible subject data of one case (stream 0 of its RNG).
+
+    `partner` = case number of the same subject's other knee (see `bilateral_partner`): this knee then
+    takes the partner's subject (ID, sex, age, BMI, visit), the other side, and a correlated severity.
+    """
     rng = case_rng(seed, case_number, 0)
-    g = min(round(severity_of(seed, case_number), 4), N_KL - 1e-4)  # as stored in the table
+    g = min(round(severity_of(seed, case_number, partner), 4), N_KL - 1e-4)  # as stored in the table
     recorded = reader_kl(g, rng)
     ungraded = rng.random() < UNGRADED_PROB
     side = "right" if rng.random() < 0.55 else "left"
@@ -118,10 +158,16 @@ def case_labels(seed: int, case_number: int) -> CaseLabels:
     subject_id = 9_000_000 + (7919 * case_number + salt) % _P_SUBJECT
     barcode = f"0166{(104_729 * case_number + 3 * salt) % 99_999_989:08d}"
     visit = 20040000 + int(rng.integers(2, 13)) * 100 + int(rng.integers(1, 29)) + 10000 * int(rng.integers(0, 3))
+    path = f"0.C.2/{subject_id}/{visit}/{barcode[-8:]}"
+    if partner is not None:  # the same person at the same visit, the other knee
+        first = case_labels(seed, partner)
+        side = "left" if first.knee_side == "right" else "right"
+        gender, age, bmi, subject_id = first.gender, first.age, first.bmi, first.subject_id
+        path = f"{first.path.rsplit('/', 1)[0]}/{barcode[-8:]}"
     return CaseLabels(
         case_number=case_number, severity=g, true_kl=true_kl_of(g),
         recorded_kl=None if ungraded else recorded, knee_side=side, gender=gender, age=age, bmi=bmi,
-        subject_id=subject_id, mr_barcode=barcode, path=f"0.C.2/{subject_id}/{visit}/{barcode[-8:]}",
+        subject_id=subject_id, mr_barcode=barcode, path=path,
     )
 
 

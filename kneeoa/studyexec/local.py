@@ -1,0 +1,70 @@
+"""Local executor: N tasks at once as child processes, each pinned to one device of `devices` (round robin).
+
+The pattern nnU-Net users know: one fold per GPU. On CPU (no devices) the cores are shared: each child
+gets OMP_NUM_THREADS = cores // N unless the caller set it. A failed task does not stop the others;
+its return code and log are reported.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from kneeoa.errors import ConfigError
+
+POLL_S = 0.2
+
+
+def child_environment(slot: int, jobs: int, devices: Sequence[str] | None,
+                      base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the child in `slot`: its GPU via CUDA_VISIBLE_DEVICES, its share of the CPU threads."""
+    env = dict(os.environ if base is None else base)
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = str(devices[slot % len(devices)])
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
+    env.setdefault("KNEEOA_PROGRESS", "none")
+    return env
+
+
+def run_local(study: Path, indices: Sequence[int], jobs: int = 1, devices: Sequence[str] | None = None,
+              python: str | None = None, on_done=None) -> dict[int, int]:
+    """Run the tasks `indices` of STUDY/plan.json, `jobs` at a time; returns {index: return code}."""
+    from kneeoa.crossval.plan import task_command
+    from kneeoa.crossval.task import log_path
+
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    pending = list(indices)
+    running: dict[int, tuple[subprocess.Popen, int, object]] = {}  # index -> (process, slot, log file)
+    free_slots = list(range(jobs))
+    codes: dict[int, int] = {}
+    try:
+        while pending or running:
+            while pending and free_slots:
+                index, slot = pending.pop(0), free_slots.pop(0)
+                log = log_path(study, index)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(log, "ab")
+                proc = subprocess.Popen(task_command(study, index, python), stdout=fh, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=child_environment(slot, jobs, devices))
+                running[index] = (proc, slot, fh)
+            time.sleep(POLL_S)
+            for index, (proc, slot, fh) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                fh.close()
+                codes[index] = proc.returncode
+                free_slots.append(slot)
+                del running[index]
+                if on_done is not None:
+                    on_done(index, proc.returncode)
+    finally:
+        for proc, _slot, fh in running.values():  # interrupted: stop our children, keep their logs
+            proc.terminate()
+            proc.wait()
+            fh.close()
+    return codes
