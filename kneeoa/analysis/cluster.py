@@ -55,9 +55,10 @@ def summarise(delta: float, deltas: np.ndarray) -> BootSummary:
 
 
 def subject_index(subjects) -> tuple[np.ndarray, int]:
-    """Per knee, the index of its subject in 0..n_subjects-1; and n_subjects."""
-    _, index = np.unique(np.asarray([str(s) for s in subjects]), return_inverse=True)
-    return index.astype(np.int64), int(index.max()) + 1 if len(index) else 0
+    """Per knee, the index of its subject (numbered in order of first appearance); and n_subjects."""
+    numbers: dict[str, int] = {}
+    index = np.array([numbers.setdefault(str(s), len(numbers)) for s in subjects], dtype=np.int64)
+    return index, len(numbers)
 
 
 def clustered_deltas(tests: dict[str, list[PairedScores]], groups: np.ndarray, n_resamples: int = 10_000,

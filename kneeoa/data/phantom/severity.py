@@ -107,7 +107,8 @@ def severity_of(seed: int, case_number: int, partner: int | None = None) -> floa
 
         unit, eps = NormalDist(), 1e-9
         z_partner = unit.inv_cdf(min(max(_weyl_u(seed, partner), eps), 1 - eps))
-        z_own = unit.inv_cdf(min(max(u, eps), 1 - eps))
+        # the own part must be independent of the partner's point: consecutive Weyl points are not
+        z_own = unit.inv_cdf(min(max(float(case_rng(seed, case_number, 4).random()), eps), 1 - eps))
         u = unit.cdf(BILATERAL_RHO * z_partner + math.sqrt(1 - BILATERAL_RHO**2) * z_own)
     return _severity_from_u(u)
 
