@@ -186,9 +186,10 @@ def test_slurm_script_runs_one_task_per_array_index(tmp_path):
 def test_local_children_get_one_device_each():
     from kneeoa.studyexec.local import child_environment
 
-    envs = [child_environment(slot, 2, ["0", "1"], base={}) for slot in range(2)]
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1"]
-    assert child_environment(0, 2, None, base={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+    envs = [child_environment(slot, 2, ["0", "1"], base={}, cores=8) for slot in range(3)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"]
+    assert {e["KNEEOA_THREADS"] for e in envs} == {e["OMP_NUM_THREADS"] for e in envs} == {"4"}  # 8 cores / 2 jobs
+    assert child_environment(0, 4, None, base={"OMP_NUM_THREADS": "9"}, cores=2)["OMP_NUM_THREADS"] == "1"
 
 
 def test_plan_lists_every_run_with_commands(bilateral_cohort, tmp_path, capsys):

@@ -1,8 +1,8 @@
 """Local executor: N tasks at once as child processes, each pinned to one device of `devices` (round robin).
 
-The pattern nnU-Net users know: one fold per GPU. On CPU (no devices) the cores are shared: each child
-gets OMP_NUM_THREADS = cores // N unless the caller set it. A failed task does not stop the others;
-its return code and log are reported.
+The pattern nnU-Net users know: one fold per GPU. The cores are shared out: each child gets
+cores // N CPU threads (KNEEOA_THREADS, see kneeoa/threads.py), so N runs never oversubscribe the machine.
+A failed task does not stop the others; its return code and log are reported.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ POLL_S = 0.2
 
 
 def child_environment(slot: int, jobs: int, devices: Sequence[str] | None,
-                      base: dict[str, str] | None = None) -> dict[str, str]:
+                      base: dict[str, str] | None = None, cores: int | None = None) -> dict[str, str]:
     """Environment of the child in `slot`: its GPU via CUDA_VISIBLE_DEVICES, its share of the CPU threads."""
+    from kneeoa.threads import POOL_ENVS, THREADS_ENV, available_cores
+
     env = dict(os.environ if base is None else base)
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = str(devices[slot % len(devices)])
-    if "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
+    threads = str(max(1, (cores or available_cores()) // max(jobs, 1)))
+    for name in (THREADS_ENV, *POOL_ENVS):
+        env[name] = threads
     env.setdefault("KNEEOA_PROGRESS", "none")
     return env
 
