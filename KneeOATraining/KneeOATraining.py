@@ -70,6 +70,9 @@ class KneeOATrainingParameterNode:
     latentCheckpoint: Path
     latentCohort: Path
     latentSplit: Annotated[str, Choice(list(latent_plot.SPLITS))] = "test"
+    cvFolds: Annotated[int, WithinRange(2, 20)] = 5
+    cvSeeds: Annotated[int, WithinRange(1, 20)] = 3
+    cvJobs: Annotated[int, WithinRange(1, 64)] = 1
 
 
 class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, module_widget.ModuleWidgetMixin,
@@ -119,6 +122,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         for button, slot in ((self.ui.trainButton, self.onTrainButton), (self.ui.studyButton, self.onStudyButton),
+                             (self.ui.cvStudyButton, self.onCVStudyButton),
                              (self.ui.resumeButton, self.onResumeButton), (self.ui.cancelButton, self.onCancelButton),
                              (self.ui.openReportButton, self.onOpenReportButton),
                              (self.ui.loadLatentButton, lambda: self.onLatentButton(False)),
@@ -193,6 +197,7 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
         self.ui.runStateLabel.text = state.describe() if out else _("Choose an output run folder.")
         self.ui.trainButton.enabled = idle and data is not None and state.kind == "empty"
         self.ui.studyButton.enabled = idle and data is not None and state.kind == "empty"
+        self.ui.cvStudyButton.enabled = self.ui.studyButton.enabled
         self.ui.resumeButton.enabled = idle and state.resumable and (state.kind == "run" or data is not None)
         self.ui.cancelButton.enabled = not idle
         self.ui.openReportButton.enabled = training.report_path(out) is not None
@@ -219,13 +224,24 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
             job, monitor = self.logic.startStudy(p.dataFolder, p.outputFolder, p.preset, p.epochs, p.device)
             self._start("study", job, monitor)
 
+    def onCVStudyButton(self):
+        p = self._parameterNode
+        if not self._ensureDependencies():
+            return
+        module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
+        with module_widget.showing_errors(_("Cannot start the cross-validated study.")):
+            job, monitor = self.logic.startCVStudy(p.dataFolder, p.outputFolder, p.cvFolds, p.cvSeeds, p.cvJobs,
+                                                   p.preset, p.epochs, p.device)
+            self._start("study", job, monitor)
+
     def onResumeButton(self):
         p = self._parameterNode
         if not self._ensureDependencies():
             return
         module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
         with module_widget.showing_errors(_("Cannot resume.")):
-            job, monitor = self.logic.startResume(p.outputFolder, p.dataFolder, p.preset, p.epochs, p.device)
+            job, monitor = self.logic.startResume(p.outputFolder, p.dataFolder, p.preset, p.epochs, p.device,
+                                                  p.cvJobs)
             self._start("resume", job, monitor)
 
     def onOpenReportButton(self):
@@ -263,9 +279,28 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
         models = [model_name(b, v) for b in study_backbones() for v in VARIANTS]
         return jobs.Job(argv, env=self.jobEnvironment()).start(), training.TrainingMonitor(models=models)
 
-    def startResume(self, outputFolder, dataFolder=None, preset="quick", epochs=0, device="auto"):
+    def startCVStudy(self, dataFolder, outputFolder, folds=5, seeds=3, jobsAtOnce=1, preset="quick", epochs=0,
+                     device="auto", backbones=None, variants=VARIANTS, width=0, inputSize=0):
+        """Launch `kneeoa study --protocol cv` (local executor) in the background; returns (job, monitor).
+        The report (STUDY/report.html) opens with Open report when it is done."""
+        data, out = training.given_path(dataFolder), training.given_path(outputFolder)
+        if data is None or out is None:
+            raise ConfigError("choose the dataset folder and the output folder")
+        deps.require(_("A study"))
+        argv = training.cv_study_command(data, out, int(folds), int(seeds), int(jobsAtOnce), preset, int(epochs),
+                                         device, backbones, variants, int(width), int(inputSize),
+                                         python=jobs.slicer_python())
+        monitor = training.TrainingMonitor(models=training.cv_run_names(int(folds), int(seeds), backbones, variants))
+        return jobs.Job(argv, env=self.jobEnvironment()).start(), monitor
+
+    def startResume(self, outputFolder, dataFolder=None, preset="quick", epochs=0, device="auto", jobsAtOnce=1):
         """Continue the unfinished run (or study) in `outputFolder`; returns (job, monitor)."""
         state = training.run_state(outputFolder)
+        cv = training.cv_settings(outputFolder)
+        if cv is not None:  # a CV study resumes with its own folds, seeds and grid
+            return self.startCVStudy(cv["data"], outputFolder, cv["folds"], cv["seeds"], jobsAtOnce, cv["preset"],
+                                     epochs or cv["epochs"], device, cv["backbones"], cv["variants"], cv["width"],
+                                     cv["input_size"])
         if state.kind == "study":
             return self.startStudy(dataFolder, outputFolder, preset, epochs, device)
         if not state.resumable:

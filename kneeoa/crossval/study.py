@@ -88,7 +88,7 @@ def run_cv_study(data: str | Path, out: str | Path, folds: int = 5, seeds: int =
         t0 = time.perf_counter()
         with Progress("study", total=len(todo), unit="run") as progress:
             codes = run_local(out, todo, jobs=jobs, devices=devices,
-                              on_done=lambda i, rc: progress.update(1, task=i, ok=rc == 0))
+                              on_done=lambda i, rc: progress.update(1, run=i, ok=rc == 0))
         result["codes"] = codes
         result["seconds"] = round(time.perf_counter() - t0, 1)
         result.update(collect_cv_study(out, resamples=resamples))

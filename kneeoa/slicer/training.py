@@ -8,6 +8,7 @@ curve as an MRML plot. Standard library at import (numpy/slicer only inside `upd
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -17,7 +18,8 @@ from typing import Any
 
 from kneeoa.contracts.catalog import DEFAULT_BACKBONE, backbone_names, study_backbones
 from kneeoa.contracts.checkpoint_meta import read_trainer_meta
-from kneeoa.contracts.vocab import DEVICES, HEADS, PRESETS, VARIANTS
+from kneeoa.contracts.studies import CV_META_FILE, TASK_DONE
+from kneeoa.contracts.vocab import DEVICES, HEADS, PRESETS, VARIANTS, model_name
 from kneeoa.errors import CheckpointError, ConfigError
 from kneeoa.slicer import jobs
 
@@ -109,6 +111,32 @@ def study_command(data: str | Path, out: str | Path, preset: str = "quick", epoc
     return jobs.kneeoa_command("study", args, python)
 
 
+def cv_study_command(data: str | Path, out: str | Path, folds: int = 5, seeds: int = 3, jobs_at_once: int = 1,
+                     preset: str = "quick", epochs: int = 0, device: str = "auto",
+                     backbones: Sequence[str] | None = None, variants: Sequence[str] = VARIANTS, width: int = 0,
+                     input_size: int = 0, python: str | None = None) -> list[str]:
+    """argv of `kneeoa study --protocol cv` with the local executor (`jobs_at_once` runs in parallel);
+    running the same command again resumes it."""
+    if folds < 2 or seeds < 1 or jobs_at_once < 1:
+        raise ConfigError("a CV study needs at least 2 folds, 1 seed and 1 job")
+    argv = study_command(data, out, preset, epochs, device, backbones, variants, python)
+    argv += ["--protocol", "cv", "--folds", str(folds), "--seeds", str(seeds), "--executor", "local",
+             "--jobs", str(jobs_at_once)]
+    if width > 0:
+        argv += ["--width", str(width)]
+    if input_size > 0:
+        argv += ["--input-size", str(input_size)]
+    return argv
+
+
+def cv_run_names(folds: int, seeds: int, backbones: Sequence[str] | None = None,
+                 variants: Sequence[str] = VARIANTS) -> list[str]:
+    """One label per run, in the order the CV plan lists them (kneeoa.crossval.plan: seed, fold, model)."""
+    backbones = study_backbones() if backbones is None else backbones
+    return [f"{model_name(b, v)} fold {f} seed {s}" for s in range(seeds) for f in range(folds)
+            for b in backbones for v in variants]
+
+
 def predict_command(checkpoint: str | Path, data: str | Path, out: str | Path, device: str = "auto",
                     labels: str | Path | None = None, python: str | None = None) -> list[str]:
     """argv of `kneeoa predict --embeddings` (train + test embeddings for the latent analysis)."""
@@ -164,6 +192,8 @@ def run_state(folder: str | Path | None) -> RunState:
     path = given_path(folder)
     if path is None or not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return RunState(Path(path or "."), "empty")
+    if (path / CV_META_FILE).is_file():
+        return _cv_state(path)
     if (path / "study.json").is_file() or (path / "models").is_dir():
         done = len(list((path / "predictions").glob("*_embeddings.npz"))) if (path / "predictions").is_dir() else 0
         return RunState(path, "study", models_done=done, finished=(path / "study.json").is_file())
@@ -172,6 +202,39 @@ def run_state(folder: str | Path | None) -> RunState:
         return RunState(path, "other")
     return RunState(path, "run", epochs_done=len(run.read_metrics()), epochs_total=_config_epochs(run.config),
                     finished=_run_finished(run))
+
+
+def cv_settings(folder: str | Path | None) -> dict | None:
+    """The settings a CV study folder was started with (for Resume), or None if it is not one."""
+    path = given_path(folder)
+    try:
+        meta = json.loads((path / CV_META_FILE).read_text(encoding="utf-8")) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    if not meta:
+        return None
+    overrides = meta.get("overrides") or {}
+    shape = overrides.get("input_shape") or [0]
+    return {"data": meta["data"], "folds": int(meta["folds"]), "seeds": int(meta["seeds"]),
+            "preset": meta["preset"], "backbones": meta["backbones"], "variants": meta["variants"],
+            "epochs": int(overrides.get("epochs") or 0), "width": int(overrides.get("width") or 0),
+            "input_size": int(shape[0]) if len(set(shape)) == 1 else 0}
+
+
+def _cv_state(path: Path) -> RunState:
+    """A CV study: runs done from the task states; finished when the last collect saw every run done."""
+    done = 0
+    for status in (path / "status").glob("task_*.json") if (path / "status").is_dir() else []:
+        try:
+            done += json.loads(status.read_text(encoding="utf-8")).get("state") == TASK_DONE
+        except (OSError, ValueError):
+            continue
+    try:
+        summary = json.loads((path / "study.json").read_text(encoding="utf-8"))
+        finished = summary.get("unfinished") == 0 and summary.get("failed") == 0
+    except (OSError, ValueError):
+        finished = False
+    return RunState(path, "study", models_done=done, finished=finished)
 
 
 def _config_epochs(config: Path) -> int | None:

@@ -71,6 +71,7 @@ def write_script(study: Path, indices: Sequence[int], options: SlurmOptions, pyt
               "set -euo pipefail", 'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
               "export KNEEOA_PROGRESS=none", f"cd {shlex.quote(str(study))}", f"exec {command}", ""]
     path = study / "slurm" / "study.sbatch"
+    (study / "logs").mkdir(parents=True, exist_ok=True)  # SLURM does not create the --output folder
     atomic_write_text(path, "\n".join(lines))
     path.chmod(0o755)
     return path
