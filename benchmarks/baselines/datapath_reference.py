@@ -40,3 +40,26 @@ def map_back_reference(map_dhw: np.ndarray, affine: np.ndarray, shape_ijk) -> np
     ras_map = np.moveaxis(m[0, 0].numpy(), -3, -1)
     back = nio.apply_orientation(ras_map, nio.ornt_transform(nio.axcodes2ornt("RAS"), nio.io_orientation(affine)))
     return np.ascontiguousarray(back, dtype=np.float32)
+
+
+def score_reference(files: list[Path], model, input_shape, out_csv: Path) -> None:
+    """The scoring loop as it was on 2 cores (no loader workers): read, MONAI-preprocess, forward, and one
+    fsync'd CSV row per volume."""
+    from kneeoa.engine.inference import batch_outputs, decisions
+    from kneeoa.engine.score_io import ensure_header, format_row
+    from kneeoa.utils.atomic import append_line
+
+    out_csv = Path(out_csv)
+    if out_csv.exists():
+        out_csv.unlink()
+    ensure_header(out_csv)
+    for path in files:
+        x = preprocess_reference(*read_reference(path), input_shape)[None]
+        out = batch_outputs(model, x)
+        dec = decisions(out["kl_probs"], out["oa_prob"])
+        row = {"case_id": Path(path).name, "path": str(path), "status": "ok", "error": "",
+               "oa_prob": float(out["oa_prob"][0]), "pred_oa": int(dec["pred_oa"][0])}
+        if out["kl_probs"] is not None:
+            row.update({f"kl_prob_{g}": float(out["kl_probs"][0, g]) for g in range(5)})
+            row.update(pred_kl=int(dec["pred_kl"][0]), consistent_kl=int(dec["consistent_kl"][0]))
+        append_line(out_csv, format_row(row))

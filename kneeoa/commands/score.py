@@ -30,8 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
     p.add_argument("--shard", metavar="I/N", help="score every N-th case starting at I (0-based), e.g. 0/4")
     p.add_argument("--workers", type=int, default=None,
-                   help="loader processes reading + preprocessing (default: 0 on <= 2 cores, else half the cores up to 4)")
-    p.add_argument("--batch-size", type=int, default=1, help="volumes per forward pass")
+                   help="loader processes decoding ahead of the model; -1: one decode thread instead (default: "
+                        "planned from the cores this process may use and the first volume's decode and model times)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="volumes per forward pass (default: as many as half the free GPU memory holds, 1 on CPU)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
     from kneeoa.commands.trust_args import add_trust_arguments
 

@@ -81,10 +81,14 @@ def preprocess_volume(volume: Volume, input_shape: Sequence[int], spacing_mm: Se
 
 
 def _finite(x: torch.Tensor, volume: Volume) -> torch.Tensor:
+    return finite_input(x, volume.path)
+
+
+def finite_input(x: torch.Tensor, path: str | Path | None) -> torch.Tensor:
     """Finite float32 voxels can still overflow the z-score (a sum of values near 3e38 is inf): never hand
     the model NaN, it would answer with a confident-looking grade. One pass over the small model input."""
     if not bool(torch.isfinite(x).all()):
-        raise InputError("intensities overflow float32 when z-scored (NaN/Inf after normalisation)", volume.path)
+        raise InputError("intensities overflow float32 when z-scored (NaN/Inf after normalisation)", path)
     return x
 
 

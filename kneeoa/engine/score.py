@@ -1,8 +1,9 @@
 """Batch scoring of an unlabelled cohort folder, and grading of one volume (what the Slicer module runs).
 
-`score_folder` streams the folder through a DataLoader (workers read + preprocess while the model runs),
-appends one complete CSV row per volume as soon as it is scored, records unreadable volumes as error
-rows and goes on; memory stays flat however long the cohort. `resume=True` skips case ids already in the
+`score_folder` streams the folder through the shared feed (`kneeoa.engine.feed`: loader workers decode
+while the device computes; on CUDA the z-score and resize run on the GPU), appends one complete CSV row
+per volume as soon as it is scored (fsync'd in groups), records unreadable volumes as error rows and goes
+on; memory stays flat however long the cohort. `resume=True` skips case ids already in the
 table; `shard=(i, n)` (or torchrun's RANK/WORLD_SIZE) scores every n-th case; `kneeoa merge` joins shards.
 """
 
@@ -18,41 +19,6 @@ from kneeoa.contracts.schemas import SCORE_ERROR, SCORE_OK
 from kneeoa.contracts.trust import TrustOptions
 from kneeoa.engine.score_io import ensure_header, format_row, natural_key, read_scores
 from kneeoa.errors import ConfigError, InputError, KneeOAError
-
-
-class ScoreDataset:
-    """(case_id, path) items -> {'case_id', 'path', 'image' (1,D,H,W) or None, 'error'}; never raises on bad data."""
-
-    def __init__(self, items: list[tuple[str, str]], input_shape: tuple[int, int, int], reorient: str = "ras",
-                 check: Any = None):
-        self.items = list(items)
-        self.input_shape = tuple(input_shape)
-        self.reorient = reorient
-        self.check = check  # (array, affine) -> list of acquisition warnings, or None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        from kneeoa.data.preprocess import preprocess_volume
-        from kneeoa.data.volume import read_volume
-
-        case_id, path = self.items[index]
-        try:
-            volume = read_volume(path)
-            image = preprocess_volume(volume, self.input_shape, reorient=self.reorient)
-            # the acquisition check (kneeoa.trust.envelope) runs here, in the loader, before the network
-            warned = self.check(volume.array, volume.affine) if self.check is not None else []
-            return {"case_id": case_id, "path": path, "image": image, "error": "", "envelope": warned}
-        except KneeOAError as err:
-            return {"case_id": case_id, "path": path, "image": None, "error": str(err)}
-        except Exception as err:  # a batch job records any per-case failure and goes on
-            return {"case_id": case_id, "path": path, "image": None, "error": f"{type(err).__name__}: {err}"}
-
-
-def collate_items(items: list[dict]) -> list[dict]:
-    """Keep items as a list: failed reads carry no tensor (module-level so worker processes can pickle it)."""
-    return items
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -111,28 +77,22 @@ def _check_outputs(out_csv: Path, saliency_dir: Path | None, items: list[tuple[s
                               clash[0])
 
 
-def default_workers() -> int:
-    """Loader processes for scoring: none on <= 2 cores (measured: a worker there only competes with the
-    model's threads and IPC costs more than it hides), else half the cores up to 4."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores <= 2 else min(4, cores // 2)
-
-
 def saliency_path_for(saliency_dir: Path, case_id: str) -> Path:
     return Path(saliency_dir) / saliency_map_name(case_id)
 
 
 def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path,
                  saliency_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-                 shard: str | tuple[int, int] | None = None, workers: int | None = None, batch_size: int = 1,
+                 shard: str | tuple[int, int] | None = None, workers: int | None = None,
+                 batch_size: int | None = None,
                  device: str = "auto", saliency_method: str = "smoothgrad", target: str = "auto",
                  trust: TrustOptions | None = None) -> dict:
-    """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total'}.
+    """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total',
+    'shard', 'workers', 'batch_size'}.
 
-    Under torchrun every rank scores its share (on its own GPU) into the same table. `workers` None picks
-    `default_workers()`.
+    Under torchrun every rank scores its share (on its own GPU) into the same table. `workers` None plans
+    them from the cores and the first volume's decode and model times (`feed.plan_workers`; -1 = one
+    decode thread); `batch_size` None fills half the free GPU memory (1 on the CPU).
     """
     from kneeoa.engine import distributed
 
@@ -140,6 +100,10 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
     saliency_dir = Path(saliency_dir) if saliency_dir is not None else None
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
+    if workers is not None and int(workers) < -1:
+        raise ConfigError(f"--workers must be >= -1 (-1: one decode thread), got {workers}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     shard_ = parse_shard(shard)
     items = list_cases(folder)
     _check_outputs(out_csv, saliency_dir, items, Path(folder))
@@ -172,7 +136,6 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
             done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
             mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
             todo = [item for item in mine if item[0] not in done]
-            workers = default_workers() if workers is None else int(workers)
             counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
                                   saliency_method, target, trusted)
             distributed.barrier(info)
@@ -199,49 +162,59 @@ def table_lock(out_csv: Path, shard: tuple[int, int] | None) -> Iterator[None]:
 
 
 def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_csv: Path, saliency_dir: Path | None,
-                 workers: int, batch_size: int, dev: Any, saliency_method: str, target: str,
+                 workers: int | None, batch_size: int | None, dev: Any, saliency_method: str, target: str,
                  trusted: Any = None) -> dict:
-    """The scoring loop: loader workers read + preprocess, the model predicts, one appended row per case."""
-    import torch
-    from torch.utils.data import DataLoader
-
+    """The scoring loop: the feed decodes ahead, the model predicts, one appended row per case."""
+    from kneeoa.engine import feed
     from kneeoa.engine.devices import oom_guard
     from kneeoa.engine.inference import input_shape_of, reorient_of
+    from kneeoa.engine.score_io import RowWriter
     from kneeoa.progress import Progress
-    from kneeoa.utils.atomic import append_line
 
     model, card = model_card
-    shape = input_shape_of(model, card)
+    spec = feed.InputSpec(input_shape_of(model, card), reorient_of(model), feed.model_dtype(model))
     if saliency_dir is not None:
         saliency_dir.mkdir(parents=True, exist_ok=True)
     check = trusted.check_acquisition if trusted is not None else None
-    loader = DataLoader(ScoreDataset(todo, shape, reorient_of(model), check), batch_size=batch_size, shuffle=False,
-                        num_workers=workers,
-                        collate_fn=collate_items, pin_memory=dev.type == "cuda",
-                        prefetch_factor=4 if workers > 0 else None)
     counts = {"scored": 0, "errors": 0}
-    with Progress("score", total=len(todo), unit="volume") as bar:
-        for batch in loader:
-            good = [item for item in batch if item["image"] is not None]
-            results: dict[str, dict] = {}
-            if good:
-                x = torch.stack([item["image"] for item in good]).to(dev, non_blocking=True)
-                with oom_guard(dev, "scoring", batch_size):
-                    results = _predict_rows(model, x, [item["case_id"] for item in good], trusted,
-                                            [item["envelope"] for item in good])
-            for item in batch:
-                row = {"case_id": item["case_id"], "path": item["path"]}
-                if item["image"] is None:
-                    row.update(status=SCORE_ERROR, error=item["error"])
-                else:
-                    row.update(status=SCORE_OK, error="")
-                    row.update(results[item["case_id"]])
-                    if saliency_dir is not None and row["status"] == SCORE_OK:
-                        _add_saliency(row, model, shape, saliency_dir, saliency_method, target)
-                append_line(out_csv, format_row(row))
-                counts["errors" if row["status"] == SCORE_ERROR else "scored"] += 1
-                bar.update(1, status=row["status"])
-    return counts
+    if not todo:
+        return {**counts, "workers": 0 if workers is None else int(workers), "batch_size": batch_size or 1}
+
+    def score_batch(batch: list[dict]) -> None:
+        good, x = feed.stack_inputs(batch, spec, dev)
+        results: dict[str, dict] = {}
+        if good:
+            with oom_guard(dev, "scoring", len(good)):
+                results = _predict_rows(model, x, [item["key"] for item in good], trusted,
+                                        [item["envelope"] for item in good])
+        for item in batch:
+            row = {"case_id": item["key"], "path": item["path"]}
+            if item["error"]:
+                row.update(status=SCORE_ERROR, error=item["error"])
+            else:
+                row.update(status=SCORE_OK, error="")
+                row.update(results[item["key"]])
+                if saliency_dir is not None and row["status"] == SCORE_OK:
+                    _add_saliency(row, model, spec.shape, saliency_dir, saliency_method, target)
+            rows.write(format_row(row))
+            counts["errors" if row["status"] == SCORE_ERROR else "scored"] += 1
+            bar.update(1, status=row["status"])
+
+    with RowWriter(out_csv) as rows, Progress("score", total=len(todo), unit="volume") as bar:
+        rest = todo
+        if workers is None or batch_size is None:
+            # the first volume, scored here, measures what the plan needs: its decode and one model step
+            first = feed.VolumeFeed(todo[:1], spec, feed.preprocess_on_device(dev), check)[0]
+            score_batch([first])
+            rest = todo[1:]
+            step_s, per_volume = feed.measure_step(model, first, spec, dev)
+            if workers is None:
+                workers = feed.plan_workers(dev, first["decode_s"], step_s)
+            if batch_size is None:
+                batch_size = feed.auto_batch_size(dev, per_volume)
+        for batch in feed.iterate_batches(rest, spec, dev, int(workers), int(batch_size), check):
+            score_batch(batch)
+    return {**counts, "workers": int(workers), "batch_size": int(batch_size)}
 
 
 def _drop_partial_tail(path: Path) -> None:

@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from kneeoa.contracts.schemas import SCORE_COLUMNS
@@ -38,6 +39,48 @@ def format_row(row: dict) -> str:
             # one physical line per case: messages never carry newlines into the table
             values.append(quote_formula(" ".join(str(value).split()) if col == "error" else str(value)))
     return _line(values)
+
+
+class RowWriter:
+    """Appends rows to a scores table: each row at once as one O_APPEND write, fsync'd in groups.
+
+    A killed process loses no row it wrote (the kernel holds it); a machine crash loses at most the rows
+    of the last `sync_every_s` seconds, which `--resume` scores again (a cut last line is skipped by
+    `read_scores`). One fsync per row cost more than a quick model's forward pass (measured).
+    """
+
+    def __init__(self, path: Path, sync_every_s: float = 1.0):
+        self.path = Path(path)
+        self.sync_every_s = float(sync_every_s)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._synced = time.monotonic()
+        self._dirty = False
+
+    def write(self, line: str) -> None:
+        os.write(self._fd, (line.rstrip("\n") + "\n").encode("utf-8"))
+        self._dirty = True
+        if time.monotonic() - self._synced >= self.sync_every_s:
+            self.sync()
+
+    def sync(self) -> None:
+        if self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+        self._synced = time.monotonic()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def ensure_header(path: Path) -> None:
