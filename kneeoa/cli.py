@@ -10,6 +10,7 @@ listed here). Every command that computes gets `--threads N` from here (kneeoa/t
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -114,6 +115,20 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"kneeoa: warning: {one_line(message)}\n"
 
 
+_OS_HINTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+             errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+             errno.EPERM: "operation not permitted", errno.ENAMETOOLONG: "the file name is too long",
+             errno.EFBIG: "the file is larger than this system allows (a file size limit, or the disk is full)"}
+
+
+def describe_os_error(err: OSError) -> str:
+    """`<file>: <what happened> (<strerror>)` for an OSError raised by the environment."""
+    where = err.filename if err.filename is not None else "(file unknown)"
+    hint = _OS_HINTS.get(err.errno or -1)
+    detail = err.strerror or str(err)
+    return f"{where}: {hint} ({detail})" if hint else f"{where}: {detail}"
+
+
 _OUT_OF_MEMORY = ("kneeoa {command}: error: out of memory: the job needs more memory than this machine has "
                   "(or than its limit allows)")
 
@@ -140,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KneeOAError as err:
         print(f"kneeoa {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # the environment, not the input: read-only or full disk, a name too long, permission denied
+        print(f"kneeoa {args.command}: error: {one_line(describe_os_error(err))}", file=sys.stderr)
         return 1
     except MemoryError:
         print(_OUT_OF_MEMORY.format(command=args.command), file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kneeoa.contracts.schemas import SCORE_COLUMNS
 from kneeoa.errors import InputError
-from kneeoa.utils.atomic import umask_mode
+from kneeoa.utils.atomic import temp_stem, umask_mode
 from kneeoa.utils.cells import csv_line, quote_formula, unquote_formula
 
 
@@ -88,7 +88,7 @@ def ensure_header(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{temp_stem(path.name, 14)}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, umask_mode())  # mkstemp makes 0600: the table follows the umask like any output
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,32 @@ def umask_mode(mode: int = 0o666) -> int:
     return mode & ~current
 
 
+NAME_MAX = 255  # bytes in one file name on every common file system (ext4, xfs, btrfs, APFS, NTFS in UTF-16)
+_RANDOM = 8  # characters mkstemp adds
+
+
+def temp_stem(stem: str, reserve: int) -> str:
+    """`stem` cut (on a character boundary) so that a temp name built from it plus `reserve` bytes still fits
+    NAME_MAX: an output named with 250 bytes is valid, but `.<name>.XXXXXXXX.tmp.nii.gz` would not be."""
+    budget = max(1, NAME_MAX - reserve)
+    encoded = stem.encode("utf-8")
+    if len(encoded) <= budget:
+        return stem
+    return encoded[:budget].decode("utf-8", "ignore")
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Re-raise an OSError of the block as one about `path`: a full disk or read-only folder shows while
+    writing a temp file (or without a file name at all, from write()); the user knows the output's name."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None and not Path(str(err.filename)).name.startswith("."):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success it replaces `path` atomically, on error it is removed.
@@ -36,21 +63,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     extension write the right one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    try:
-        os.fchmod(fd, umask_mode())
-    finally:
-        os.close(fd)
+    tail = f".tmp{suffix}"
+    stem = temp_stem(path.stem, 2 + _RANDOM + len(tail.encode("utf-8")))
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=tail, dir=path.parent)
+        try:
+            os.fchmod(fd, umask_mode())
+        finally:
+            os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        # a library may have replaced the temp file (new inode, its own mode): set the mode again
-        os.chmod(tmp_path, umask_mode())
-        os.replace(tmp_path, path)
+        with naming(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            # a library may have replaced the temp file (new inode, its own mode): set the mode again
+            os.chmod(tmp_path, umask_mode())
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -68,9 +99,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def append_line(path: str | Path, line: str) -> None:
     """Append one complete line with a single write + fsync (O_APPEND): concurrent writers never interleave."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
+    with naming(path):
+        _append(path, data)
+
+
+def _append(path: str | Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # umask applies
     try:
-        os.write(fd, data)
+        written = os.write(fd, data)
+        if written != len(data):  # a full disk may take part of the line without an error: say so
+            raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written (disk full?)", str(path))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -101,10 +101,14 @@ def try_lock(path: Path) -> bool:
                 os.rename(path, grave)
                 grave.unlink()
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(owner_info()))
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(owner_info()))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:  # a full disk: leave no empty lock behind
+            path.unlink(missing_ok=True)
+            raise
         return True
     return False
 
@@ -120,8 +124,12 @@ def release(path: Path) -> None:
 @contextlib.contextmanager
 def exclusive(path: str | Path, output: str | Path, what: str) -> Iterator[Path]:
     """Hold lock file `path` for `output` (a run folder, a table) while the block runs; ConfigError if taken."""
+    from kneeoa.utils.atomic import naming
+
     path = Path(path)
-    if not try_lock(path):
+    with naming(output):
+        taken = try_lock(path)
+    if not taken:
         raise ConfigError(f"{what} is in use by {describe_owner(path)}; wait for it to finish (if that process "
                           f"is gone for good, delete {path})", output)
     try:
