@@ -262,3 +262,31 @@ def _mtime(path):
     from pathlib import Path
 
     return Path(path).stat().st_mtime_ns
+
+
+def test_a_terminated_task_is_recorded_as_failed_with_the_reason(bilateral_cohort, tmp_path):
+    """SIGTERM (SLURM's time limit, scancel) leaves a failed state with the reason, not a task stuck 'running'."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kneeoa.crossval.plan import task_command
+    from kneeoa.crossval.study import prepare_cv_study, task_states
+    from kneeoa.crossval.task import read_status
+
+    out = tmp_path / "cv"
+    tasks = prepare_cv_study(bilateral_cohort, out, folds=3, seeds=1, backbones=("resnet3d",), variants=("dual",),
+                             overrides={"epochs": 1, "width": 4, "input_shape": [16, 16, 16], "device": "cpu"})
+    proc = subprocess.Popen(task_command(out, 0, sys.executable), env={**os.environ, "KNEEOA_PROGRESS": "none"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while (read_status(out, 0) or {}).get("state") != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # past the handler's installation, inside imports or training
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    status = read_status(out, 0)
+    assert status["state"] == "failed" and "SIGTERM" in status["error"]
+    assert [e["index"] for e in task_states(out, tasks)["failed"]] == [0]

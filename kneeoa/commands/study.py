@@ -133,6 +133,10 @@ def _print_collected(result: dict) -> int:
     for entry in states["failed"]:
         print(f"failed task {entry['index']} ({entry['name']} fold {entry['fold']} seed {entry['seed']}): "
               f"{entry['error']}; log {entry['log']}")
+    for entry in states["unfinished"]:
+        if entry["state"] != "not started":
+            print(f"unfinished task {entry['index']} ({entry['name']} fold {entry['fold']} seed {entry['seed']}): "
+                  f"{entry['state']}; log {entry['log']}")
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"report: {result['report']}")

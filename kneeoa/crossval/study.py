@@ -114,6 +114,7 @@ def task_states(out: Path, tasks: list) -> dict[str, list[dict]]:
     from kneeoa.crossval.task import log_path, read_status
 
     states: dict[str, list[dict]] = {"done": [], "failed": [], "unfinished": []}
+    queued = _slurm_queue(out)
     for task in tasks:
         status = read_status(out, task.index) or {}
         entry = {"index": task.index, "name": task.name, "fold": task.fold, "seed": task.seed,
@@ -123,9 +124,24 @@ def task_states(out: Path, tasks: list) -> dict[str, list[dict]]:
         elif status.get("state") == TASK_FAILED:
             states["failed"].append({**entry, "error": status.get("error", "")})
         else:
-            entry["state"] = "started, not finished" if status.get("state") == TASK_RUNNING else "not started"
+            entry["state"] = next((f"slurm {state.lower()}" for key, state in queued.items()
+                                   if key.endswith(f"_{task.index}")), None) \
+                or ("started, not finished" if status.get("state") == TASK_RUNNING else "not started")
             states["unfinished"].append(entry)
     return states
+
+
+def _slurm_queue(out: Path) -> dict[str, str]:
+    """{'<job>_<index>': state} of this study's array tasks still in the SLURM queue (empty without SLURM)."""
+    from kneeoa.studyexec.slurm import queue_state
+
+    record = out / "slurm" / "submitted.json"
+    if not record.is_file():
+        return {}
+    try:
+        return queue_state([str(entry["job_id"]) for entry in json.loads(record.read_text(encoding="utf-8"))])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def collect_cv_study(out: str | Path, resamples: int = 10_000) -> dict[str, Any]:

@@ -8,6 +8,7 @@ which `kneeoa study --collect` reads to list failed tasks with their log.
 from __future__ import annotations
 
 import json
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -55,17 +56,35 @@ def run_task(study: str | Path, index: int) -> dict:
     t0 = time.perf_counter()
     spent = float(previous.get("seconds", 0.0))  # compute of earlier, interrupted attempts is kept
     _write_status(study, index, state=TASK_RUNNING, name=task.name, fold=task.fold, seed=task.seed, seconds=spent)
+    previous_handler = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
     try:
         _train_and_predict(task, preset, overrides)
-    except BaseException as err:  # a KeyboardInterrupt (SLURM's time limit) is recorded too
+    except BaseException as err:  # Ctrl-C, and SIGTERM (SLURM's time limit, scancel) via _terminated, too
         _write_status(study, index, state=TASK_FAILED, name=task.name, fold=task.fold, seed=task.seed,
                       error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8),
                       log=str(log_path(study, index)), seconds=round(spent + time.perf_counter() - t0, 1))
         raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     status = {"state": TASK_DONE, "name": task.name, "fold": task.fold, "seed": task.seed,
               "seconds": round(spent + time.perf_counter() - t0, 1)}
     _write_status(study, index, **status)
     return status
+
+
+class Terminated(Exception):
+    """The task got SIGTERM (SLURM's time limit or scancel, the local executor stopping)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated("terminated by SIGTERM (time limit, scancel or the executor stopping); run again to resume")
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _train_and_predict(task, preset: str, overrides: dict) -> None:
