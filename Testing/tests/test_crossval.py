@@ -290,3 +290,15 @@ def test_a_terminated_task_is_recorded_as_failed_with_the_reason(bilateral_cohor
     status = read_status(out, 0)
     assert status["state"] == "failed" and "SIGTERM" in status["error"]
     assert [e["index"] for e in task_states(out, tasks)["failed"]] == [0]
+
+
+def test_slurm_executor_without_submitting_writes_the_array_of_unfinished_runs(bilateral_cohort, tmp_path, capsys):
+    from kneeoa.cli import main
+
+    out = tmp_path / "cv"
+    assert main(["study", "--protocol", "cv", "--data", str(bilateral_cohort), "--out", str(out), "--folds", "3",
+                 "--seeds", "1", "--executor", "slurm", "--no-submit", "--partition", "gpu", *TINY]) == 0
+    assert f"sbatch script: {out / 'slurm' / 'study.sbatch'}" in capsys.readouterr().out
+    script = (out / "slurm" / "study.sbatch").read_text()
+    assert "#SBATCH --array=0-5\n" in script and "#SBATCH --partition=gpu" in script
+    assert not (out / "slurm" / "submitted.json").exists()

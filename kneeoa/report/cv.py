@@ -57,7 +57,7 @@ def seed_forest_plot(rows: list[dict[str, Any]], title: str = "Dual - Single per
     handles = [plt.Line2D([], [], color=SEED_COLOURS[j % len(SEED_COLOURS)], marker="o", lw=1.1, label=f"seed {s}")
                for j, s in enumerate(seeds)]
     handles.append(plt.Line2D([], [], color="#000000", marker="D", lw=2.6, label="combined"))
-    ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=False)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("delta = Dual - Single  (filled: q < 0.05 within its family)")
     ax.set_title(title, fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
