@@ -32,14 +32,19 @@ clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 # The bundled demo checkpoint (Resources/demo_model.safetensors): a narrow dual-head ResNet3D trained on the
-# phantom. Deterministic on CPU; about 5 minutes on 2 cores.
+# phantom, then calibrated (temperatures, conformal KL/OA sets, OOD statistics) on 120 fresh phantom knees of
+# another seed, with the training knees as the in-distribution reference. Deterministic on CPU; about 5 minutes
+# for the training and 3 for the calibration phantom + calibration on 2 cores.
 DEMO_MODEL_DIR := build/demo-model
 demo-model: $(STAMP)
 	rm -rf $(DEMO_MODEL_DIR)
 	$(PY) -m kneeoa phantom $(DEMO_MODEL_DIR)/phantom --train 200 --test 50 --shape 64 64 64 --seed 11
 	$(PY) -m kneeoa train --data $(DEMO_MODEL_DIR)/phantom --backbone resnet3d --variant dual --preset quick \
 		--input-size 48 --width 8 --epochs 25 --seed 0 --out $(DEMO_MODEL_DIR)/run
-	cp $(DEMO_MODEL_DIR)/run/checkpoints/last.safetensors Resources/demo_model.safetensors
+	$(PY) -m kneeoa phantom $(DEMO_MODEL_DIR)/calibration --train 120 --test 0 --shape 64 64 64 --seed 12
+	$(PY) -m kneeoa calibrate --checkpoint $(DEMO_MODEL_DIR)/run/checkpoints/last.safetensors \
+		--data $(DEMO_MODEL_DIR)/calibration --split train --ood-data $(DEMO_MODEL_DIR)/phantom --ood-split train \
+		--out Resources/demo_model.safetensors --overwrite
 
 # The bundled demo segmenter (Resources/demo_seg_model.safetensors, ~1.2 MB): the quick preset's UNet (width 8)
 # trained on a 64^3 phantom with masks. Deterministic on CPU; about 15 minutes on 2 busy cores.

@@ -9,7 +9,7 @@ from pathlib import Path
 import slicer
 from slicer.i18n import tr as _
 
-from kneeoa.slicer import deps, display, grading, module_widget, results
+from kneeoa.slicer import deps, display, grading, module_widget, results, trust_view
 
 
 class GradingQueue:
@@ -114,7 +114,7 @@ class ResultsPanel:
                 display.show_in_viewers(volumeNode, None, None)
             return
         shown = results.ensure_result_nodes(volumeNode, slicer.mrmlScene)
-        self.ui.summaryLabel.text = results.summary_text(stored)
+        self.ui.summaryLabel.text = trust_view.summary_html(results.summary_text(stored), stored)  # set + OOD banner
         self.ui.resultTableView.setMRMLTableNode(shown[results.ROLE_RESULT_TABLE])
         chart = shown[results.ROLE_KL_CHART]
         self._plotViewNode().SetPlotChartNodeID(chart.GetID() if chart else None)

@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="labels table for a generic folder")
     p.add_argument("--split", default="test", help="split whose graded knees calibrate (default: test); "
                                                     "use knees the model did not train on")
-    p.add_argument("--ood-split", help="split of the same cohort that defines 'in distribution' (e.g. train, the "
-                                       "training knees); default: the calibration knees")
+    p.add_argument("--ood-split", help="split that defines 'in distribution' (e.g. train: the training knees); "
+                                       "default: the calibration knees")
+    p.add_argument("--ood-data", help="cohort root of --ood-split when it is another cohort (default: --data)")
     p.add_argument("--out", required=True, help="the new checkpoint (.safetensors)")
     p.add_argument("--seed", type=int, default=0, help="seed of the grouped half split (default 0)")
     p.add_argument("--device", default="auto", choices=DEVICES)
@@ -56,13 +57,18 @@ def run(args: argparse.Namespace) -> int:
     cases = cohort.split(args.split)
     if not cases:
         raise InputError(f"no graded cases in split {args.split!r}", args.data)
-    fit_cases = cohort.split(args.ood_split) if args.ood_split else None
+    if args.ood_data and not args.ood_split:
+        raise ConfigError("--ood-data needs --ood-split (which of its splits the model trained on)")
+    ood_cohort = load_cohort(args.ood_data) if args.ood_data else cohort
+    fit_cases = ood_cohort.split(args.ood_split) if args.ood_split else None
     counts = "/".join(str(sum(c.kl == g for c in cases)) for g in range(5))
     described = (f"{cohort.kind} cohort at {cohort.root}, split {args.split}: {len(cases)} graded knees "
                  f"(KL 0-4 {counts})")
     stats = fit_trust(model, card, cases, input_shape_of(model, card), dev, fit_cases=fit_cases,
                       calibrated_on=described, seed=args.seed, batch_size=args.batch_size)
     stats.info["source_checkpoint"] = str(Path(args.checkpoint).resolve())
+    if fit_cases:
+        stats.info["ood"]["fit_on"] = f"{len(fit_cases)} knees of split {args.ood_split} of {ood_cohort.root}"
     write_trusted_checkpoint(args.checkpoint, out, stats)
     block = stats.card_block()
     emit("result", task="calibrate", checkpoint=str(out), temperature=block["temperature"],

@@ -33,11 +33,12 @@ OA_SET = "oa_set"  # "no OA", "OA" or "no OA,OA"
 SET_LEVEL = "set_level"  # 1 - alpha, e.g. 0.9
 SET_METHOD = "set_method"
 OOD_SCORE = "ood_score"  # Mahalanobis distance of the embedding to the training knees
-OOD_P = "ood_p"  # conformal p-value against held-out in-distribution knees (small = unusual)
+OOD_IMAGE_SCORE = "ood_image_score"  # Mahalanobis distance of the image statistics (histogram, noise) to training
+OOD_P = "ood_p"  # conformal p-value against held-out knees, both detectors (Bonferroni): small = unusual
 OOD_FLAG = "ood_flag"  # 1 when ood_p <= the OOD alpha or an acquisition check failed
 ENVELOPE_WARNINGS = "envelope_warnings"  # plain-words findings of the acquisition check, "; "-separated
 TRUST_COLUMNS = (*KL_PROB_CAL_COLUMNS, OA_PROB_CAL, PRED_KL_CAL, KL_SET, KL_SET_LOW, KL_SET_HIGH, KL_SET_SIZE,
-                 OA_SET, SET_LEVEL, SET_METHOD, OOD_SCORE, OOD_P, OOD_FLAG, ENVELOPE_WARNINGS)
+                 OA_SET, SET_LEVEL, SET_METHOD, OOD_SCORE, OOD_IMAGE_SCORE, OOD_P, OOD_FLAG, ENVELOPE_WARNINGS)
 TRUST_KEY = "trust"  # the key of the trust block in the grade JSON and in the model card
 
 # --- checkpoint storage ------------------------------------------------------------------------------------
@@ -51,6 +52,9 @@ T_CAL_KL = "trust.conformal.kl"  # (n,) their recorded KL grades (int64)
 T_OOD_MEAN = "trust.ood.mean"  # (E,) mean training embedding
 T_OOD_PRECISION = "trust.ood.precision"  # (E, E) Ledoit-Wolf precision matrix
 T_OOD_HELDOUT = "trust.ood.heldout"  # (m,) distances of held-out in-distribution knees (p-value reference)
+T_IMG_MEAN = "trust.image.mean"  # the same three for the image-statistics detector
+T_IMG_PRECISION = "trust.image.precision"
+T_IMG_HELDOUT = "trust.image.heldout"
 OA_SET_NAMES = ("no OA", "OA")
 
 

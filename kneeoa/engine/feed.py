@@ -79,12 +79,13 @@ class VolumeFeed(torch.utils.data.Dataset):
 
     Never raises on bad data: the error is the item's message, so a batch job records a row and goes on.
     With `on_device` the item carries the decoded voxels (`raw`, stored dtype) and the affine instead of
-    the preprocessed image. `check(array, affine)` (the trust layer's acquisition check) runs here, in
-    the loader, before the network. Picklable for worker processes.
+    the preprocessed image. `check(array, affine)` (the trust layer's acquisition check and image
+    features, kneeoa.trust.predict.TrustPredictor.inspect) runs here, in the loader, before the network;
+    its result is the item's 'envelope'. Picklable for worker processes.
     """
 
     def __init__(self, items: list[tuple[str, str]], spec: InputSpec, on_device: bool = False,
-                 check: Callable[[Any, Any], list[str]] | None = None):
+                 check: Callable[[Any, Any], Any] | None = None):
         self.items = list(items)
         self.spec = InputSpec(tuple(int(s) for s in spec.shape), spec.reorient, spec.dtype)
         self.on_device = bool(on_device)
@@ -136,7 +137,7 @@ def model_input(item: dict, spec: InputSpec, device: Any) -> torch.Tensor:
 
 
 def iterate_batches(items: list[tuple[str, str]], spec: InputSpec, device: Any, workers: int, batch_size: int = 1,
-                    check: Callable[[Any, Any], list[str]] | None = None) -> Iterator[list[dict]]:
+                    check: Callable[[Any, Any], Any] | None = None) -> Iterator[list[dict]]:
     """Batches (lists of VolumeFeed items) in order, decoded by `workers` processes ahead of the model
     (`DECODE_THREAD`: by one thread of this process; 0: in turn with the model)."""
     from torch.utils.data import DataLoader

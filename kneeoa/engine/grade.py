@@ -61,7 +61,7 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     from kneeoa.trust.predict import load_trust_predictor
 
     trusted = load_trust_predictor(checkpoint, card, trust)
-    warnings_ = trusted.check_acquisition(image.array, image.affine) if trusted is not None else []
+    warnings_, features = trusted.inspect(image.array, image.affine) if trusted is not None else ([], None)
     say("predicting")
     x = preprocess_volume(image, shape, reorient=reorient_of(model))[None].to(dev)
     with oom_guard(dev, "grading"):
@@ -75,7 +75,8 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         from kneeoa.segmentation.thickness import compartment_thickness
 
         result["thickness"] = compartment_thickness(mask, image.spacing_mm)
-    result[TRUST_KEY] = trusted(out["kl_probs"], out["oa_prob"], out["embedding"], [warnings_])[0] if trusted else None
+    result[TRUST_KEY] = trusted(out["kl_probs"], out["oa_prob"], out["embedding"], [warnings_],
+                                features[None])[0] if trusted else None
     if saliency_path is not None or mask is not None:
         from kneeoa.analysis.saliency import explain
         from kneeoa.engine.memory import saliency_batch_for

@@ -53,7 +53,14 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     rows = _pred_rows(cases, result)
     write_table(paths["predictions"], rows, pred_columns(variant))
     if trusted is not None:  # beside the published file, which keeps the paper's columns
-        extra = trusted(result["kl_probs"], result["oa_prob"], result["embedding"])
+        from kneeoa.trust.fit import read_facts
+
+        by_id = {c.case_id: c for c in cases}
+        stats, feats = read_facts([by_id[i] for i in result["case_id"]])  # each image read once more
+        from kneeoa.trust.envelope import check_envelope
+
+        warned = [check_envelope(st, trusted.stats.envelope) for st in stats]
+        extra = trusted(result["kl_probs"], result["oa_prob"], result["embedding"], warned, feats)
         write_table(paths["trust"], [{"CMT_ID": r["CMT_ID"], "label_kl": r["label_kl"], **t}
                                      for r, t in zip(rows, extra)], TRUST_FILE_COLUMNS)
     metrics = evaluation_metrics(result)

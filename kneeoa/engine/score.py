@@ -175,7 +175,7 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
     spec = feed.InputSpec(input_shape_of(model, card), reorient_of(model), feed.model_dtype(model))
     if saliency_dir is not None:
         saliency_dir.mkdir(parents=True, exist_ok=True)
-    check = trusted.check_acquisition if trusted is not None else None
+    check = trusted.inspect if trusted is not None else None  # -> item["envelope"] = (warnings, image features)
     counts = {"scored": 0, "errors": 0}
     if not todo:
         return {**counts, "workers": 0 if workers is None else int(workers), "batch_size": batch_size or 1}
@@ -185,8 +185,9 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
         results: dict[str, dict] = {}
         if good:
             with oom_guard(dev, "scoring", len(good)):
+                looked = [item["envelope"] or ([], None) for item in good]
                 results = _predict_rows(model, x, [item["key"] for item in good], trusted,
-                                        [item["envelope"] for item in good])
+                                        [w for w, _ in looked], [f for _, f in looked])
         for item in batch:
             row = {"case_id": item["key"], "path": item["path"]}
             if item["error"]:
@@ -227,13 +228,16 @@ def _drop_partial_tail(path: Path) -> None:
 
 
 def _predict_rows(model: Any, x: Any, case_ids: list[str], trusted: Any = None,
-                  envelope: list[list[str]] | None = None) -> dict[str, dict]:
+                  envelope: list[list[str]] | None = None, features: list | None = None) -> dict[str, dict]:
+    import numpy as np
+
     from kneeoa.engine.inference import NONFINITE_OUTPUT, batch_outputs, finite_rows, predictions
     from kneeoa.trust.predict import table_fields
 
     out = batch_outputs(model, x)
     finite = finite_rows(out)
-    extra = [table_fields(r) for r in trusted(out["kl_probs"], out["oa_prob"], out["embedding"], envelope)] \
+    feats = np.array(features) if trusted is not None and features and features[0] is not None else None
+    extra = [table_fields(r) for r in trusted(out["kl_probs"], out["oa_prob"], out["embedding"], envelope, feats)] \
         if trusted is not None else [{} for _ in case_ids]
     rows = {}
     for case_id, ok, prediction, more in zip(case_ids, finite, predictions(out), extra):

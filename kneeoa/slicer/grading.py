@@ -191,7 +191,7 @@ def finish(files: GradingFiles, volume_node: Any, mask_node: Any = None, scene: 
     """Read the job's outputs into nodes (reusing those of an earlier run) and keep them on the volume."""
     import slicer
 
-    from kneeoa.slicer import display, nodes, results
+    from kneeoa.slicer import display, nodes, results, trust_view
 
     scene = scene if scene is not None else slicer.mrmlScene
     if not files.result_json.is_file():
@@ -229,10 +229,11 @@ def finish(files: GradingFiles, volume_node: Any, mask_node: Any = None, scene: 
     table = results.result_node(volume_node, results.ROLE_RESULT_TABLE)
     out.result_table_node = results.update_result_table(
         table or scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} KneeOA result"), result)
-    if result.get("kl_probs"):
+    probs, calibrated = trust_view.chart_probabilities(result)  # calibrated when the checkpoint has them
+    if probs:
         out.kl_table_node, out.kl_chart_node = results.update_kl_chart(
-            result["kl_probs"], name, scene, results.result_node(volume_node, results.ROLE_KL_TABLE),
-            results.result_node(volume_node, results.ROLE_KL_CHART))
+            probs, name, scene, results.result_node(volume_node, results.ROLE_KL_TABLE),
+            results.result_node(volume_node, results.ROLE_KL_CHART), calibrated=calibrated)
     results.store_result(volume_node, result, {
         results.ROLE_SALIENCY: out.saliency_node, results.ROLE_CARTILAGE: out.cartilage_node,
         results.ROLE_RESULT_TABLE: out.result_table_node, results.ROLE_KL_TABLE: out.kl_table_node,

@@ -15,6 +15,7 @@ from typing import Any
 
 from kneeoa.contracts.prediction import Prediction
 from kneeoa.contracts.vocab import COMPARTMENT_NAMES
+from kneeoa.slicer import trust_view
 from kneeoa.utils import strict_json
 
 RESULT_ATTRIBUTE = "KneeOA.Result"
@@ -62,6 +63,7 @@ def result_rows(result: dict) -> list[tuple[str, str]]:
     for grade, prob in enumerate(p.kl_probs or []):
         rows.append((f"P(KL = {grade})", float(prob)))
     rows += [("KL grade consistent with OA head", p.consistent_kl), ("Heads agree", p.heads_agree)]
+    rows += trust_view.trust_rows(result)
     rows += overlap_rows(p.overlap or {})
     if result.get("device"):
         batch = result.get("saliency_batch")
@@ -178,7 +180,7 @@ def table_rows(table_node: Any) -> list[list[str]]:
 
 
 def update_kl_chart(kl_probs: list[float], title: str, scene: Any, table_node: Any = None,
-                    chart_node: Any = None) -> tuple[Any, Any]:
+                    chart_node: Any = None, calibrated: bool = False) -> tuple[Any, Any]:
     """Bar chart of the five KL probabilities: (table node, chart node), reusing the given nodes."""
     import numpy as np
     import slicer.util
@@ -199,7 +201,7 @@ def update_kl_chart(kl_probs: list[float], title: str, scene: Any, table_node: A
     series.SetYColumnName(KL_COLUMNS[1])
     series.SetPlotType(series.PlotTypeBar)
     series.SetColor(0.23, 0.30, 0.75)
-    chart_node.SetTitle(f"{title}: KL grade probabilities")
+    chart_node.SetTitle(f"{title}: {'calibrated ' if calibrated else ''}KL grade probabilities")
     chart_node.SetXAxisTitle("KL grade")
     chart_node.SetYAxisTitle("Probability")
     chart_node.SetYAxisRangeAuto(False)
@@ -237,9 +239,10 @@ def ensure_result_nodes(volume_node: Any, scene: Any) -> dict[str, Any]:
                                     result)
         volume_node.SetNodeReferenceID(ROLE_RESULT_TABLE, table.GetID())
     chart = result_node(volume_node, ROLE_KL_CHART)
-    if chart is None and result.get("kl_probs"):
-        kl_table, chart = update_kl_chart(result["kl_probs"], volume_node.GetName(), scene,
-                                          result_node(volume_node, ROLE_KL_TABLE))
+    probs, calibrated = trust_view.chart_probabilities(result)
+    if chart is None and probs:
+        kl_table, chart = update_kl_chart(probs, volume_node.GetName(), scene,
+                                          result_node(volume_node, ROLE_KL_TABLE), calibrated=calibrated)
         volume_node.SetNodeReferenceID(ROLE_KL_TABLE, kl_table.GetID())
         volume_node.SetNodeReferenceID(ROLE_KL_CHART, chart.GetID())
     return {ROLE_RESULT_TABLE: table, ROLE_KL_CHART: chart, ROLE_SALIENCY: result_node(volume_node, ROLE_SALIENCY),

@@ -20,6 +20,7 @@ from kneeoa.hierarchy import OA_THRESHOLD
 
 EPS = 1e-12  # probabilities are float32 softmax outputs: keep log() finite
 ECE_BINS = 15  # SPEC 8: 15 equal-width bins, top-label
+T_MIN, T_MAX = 0.05, 20.0
 
 
 def _clip(p: np.ndarray) -> np.ndarray:
@@ -54,9 +55,11 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
         scaler = TemperatureScaling(method="mle")
         scaler.fit(probs, labels)
     inverse = float(np.ravel(scaler.temperature)[0])  # netcal multiplies the logits by this weight = 1/T
-    if not np.isfinite(inverse) or inverse <= 0:
+    if not np.isfinite(inverse):
         return 1.0
-    return float(np.clip(1.0 / inverse, 0.05, 20.0))
+    # The NLL is convex in 1/T: when netcal's unconstrained optimum is <= 0 (the head ranks these knees the
+    # wrong way round), the optimum over T > 0 is the largest T allowed (probabilities near uniform).
+    return float(np.clip(1.0 / inverse, T_MIN, T_MAX)) if inverse > 0 else T_MAX
 
 
 @dataclass(frozen=True)

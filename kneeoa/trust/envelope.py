@@ -86,3 +86,19 @@ def check_envelope(stats: dict[str, Any], envelope: dict[str, Any]) -> list[str]
                      f"{100 * envelope['bright_fraction'][0]:.0f}-{100 * envelope['bright_fraction'][1]:.0f} %): "
                      f"inverted contrast, another sequence or not a knee?")
     return found
+
+
+HIST_BINS = 12  # z-scored intensity histogram over [-4, 4]
+
+
+def image_features(array: np.ndarray) -> np.ndarray:
+    """A small description of the image itself for the second Mahalanobis detector (kneeoa.trust.ood): the
+    z-scored intensity histogram, the share of high-frequency energy (noise), skewness and kurtosis."""
+    from scipy.ndimage import uniform_filter
+
+    x = np.asarray(array[::2, ::2, ::2], dtype=np.float64)
+    std = x.std()
+    z = (x - x.mean()) / std if std > 0 else np.zeros_like(x)
+    hist = np.histogram(np.clip(z, -4, 4), bins=HIST_BINS, range=(-4, 4))[0] / z.size
+    high = float((z - uniform_filter(z, 3)).std())
+    return np.array([*hist, high, float((z**3).mean()), float((z**4).mean())])

@@ -16,7 +16,7 @@ import numpy as np
 
 from kneeoa.errors import InputError
 from kneeoa.trust.calibration import fit_temperatures
-from kneeoa.trust.envelope import acquisition_stats, fit_envelope
+from kneeoa.trust.envelope import acquisition_stats, fit_envelope, image_features
 from kneeoa.trust.ood import fit_ood
 from kneeoa.trust.store import TrustStats, has_oa_head
 
@@ -47,15 +47,16 @@ def grouped_holdout(cases: list, fraction: float, seed: int = 0) -> tuple[list, 
     return [cases[i] for i in keep_idx], [cases[i] for i in held_idx]
 
 
-def envelope_of(cases: list) -> dict:
-    """The acquisition envelope of cases (reads each image once)."""
+def read_facts(cases: list) -> tuple[list[dict], np.ndarray]:
+    """Acquisition stats and image features of cases (reads each image once)."""
     from kneeoa.data.volume import read_volume
 
-    stats = []
+    stats, feats = [], []
     for case in cases:
         vol = read_volume(case.image)
         stats.append(acquisition_stats(vol.array, vol.affine))
-    return fit_envelope(stats)
+        feats.append(image_features(vol.array))
+    return stats, np.array(feats)
 
 
 def fit_trust(model: Any, card: dict, cal_cases: list, input_shape: tuple[int, int, int], device: Any,
@@ -79,12 +80,20 @@ def fit_trust(model: Any, card: dict, cal_cases: list, input_shape: tuple[int, i
     t_res, c_res = run(temp_cases), run(conf_cases)
     temps = fit_temperatures(t_res["kl_probs"], t_res["oa_prob"], t_res["kl"], oa_head)
     fit_res = run(fit_cases) if fit_cases else t_res
-    ood = fit_ood(fit_res["embedding"], c_res["embedding"])
-    envelope = envelope_of(fit_cases or graded)
+    # with training knees to fit on, every calibration knee is held out from the fit: all are the reference
+    ref_cases = graded if fit_cases else conf_cases
+    ref_emb = np.concatenate([t_res["embedding"], c_res["embedding"]]) if fit_cases else c_res["embedding"]
+    ood = fit_ood(fit_res["embedding"], ref_emb)
+    fit_stats, fit_feats = read_facts(fit_cases or temp_cases)
+    _, ref_feats = read_facts(ref_cases)
+    image_ood = fit_ood(fit_feats, ref_feats)
+    envelope = fit_envelope(fit_stats)
     info = {"calibrated_on": calibrated_on, "n_temperature": len(temp_cases),
             "halves": "subject-grouped, KL-stratified" if len(graded) >= MIN_SPLIT else "same knees (too few)",
             "ood": {"n_fit": len(fit_cases) if fit_cases else len(temp_cases),
                     "fit_on": "training knees" if fit_cases else "calibration knees (temperature half)",
-                    "reference": "held-out calibration knees"}}
+                    "reference": f"{len(ref_cases)} held-out calibration knees",
+                    "detectors": "embedding and image-statistics Mahalanobis; p = min(1, 2 min(p1, p2))"}}
     return TrustStats(temperatures=temps, has_oa_head=oa_head, cal_kl_probs=c_res["kl_probs"],
-                      cal_oa_prob=c_res["oa_prob"], cal_kl=c_res["kl"], ood=ood, envelope=envelope, info=info)
+                      cal_oa_prob=c_res["oa_prob"], cal_kl=c_res["kl"], ood=ood, image_ood=image_ood,
+                      envelope=envelope, info=info)

@@ -35,15 +35,17 @@ class TrustPredictor:
         oa_y = np.where(y >= 0, (y >= OA_THRESHOLD).astype(np.int64), -1)
         self.oa_sets = fit_sets(two_class(cal_oa), oa_y, alpha, "lac", class_conditional)
 
-    def check_acquisition(self, array: np.ndarray, affine: np.ndarray) -> list[str]:
-        """The plain-words envelope findings for one volume (before the network runs)."""
-        from kneeoa.trust.envelope import acquisition_stats, check_envelope
+    def inspect(self, array: np.ndarray, affine: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """(plain-words envelope findings, image features) of one volume, before the network runs."""
+        from kneeoa.trust.envelope import acquisition_stats, check_envelope, image_features
 
-        return check_envelope(acquisition_stats(array, affine), self.stats.envelope)
+        return check_envelope(acquisition_stats(array, affine), self.stats.envelope), image_features(array)
 
     def __call__(self, kl_probs: np.ndarray | None, oa_prob: np.ndarray, embedding: np.ndarray | None,
-                 envelope_warnings: list[list[str]] | None = None) -> list[dict[str, Any]]:
-        """One dict of trust fields per knee (arrays in batch order)."""
+                 envelope_warnings: list[list[str]] | None = None,
+                 image_features: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """One dict of trust fields per knee (arrays in batch order); without image features (`predict`) the
+        OOD p-value is the embedding detector's alone."""
         oa_prob = np.atleast_1d(np.asarray(oa_prob, dtype=np.float64))
         n = len(oa_prob)
         kl_cal, oa_cal = calibrated(None if kl_probs is None else np.atleast_2d(kl_probs), oa_prob,
@@ -53,6 +55,11 @@ class TrustPredictor:
         ood = self.stats.ood
         dist = ood.distance(embedding) if (ood is not None and embedding is not None) else None
         p_val = ood.p_value(dist) if dist is not None else None
+        img = self.stats.image_ood
+        img_dist = img.distance(image_features) if (img is not None and image_features is not None) else None
+        if img_dist is not None:  # either detector may fire: Bonferroni keeps the false-flag rate <= alpha
+            p_img = img.p_value(img_dist)
+            p_val = p_img if p_val is None else np.minimum(1.0, 2.0 * np.minimum(p_val, p_img))
         warn = envelope_warnings or [[] for _ in range(n)]
         rows = []
         for i in range(n):
@@ -70,8 +77,12 @@ class TrustPredictor:
                 row[names.KL_SET_GRADES] = grades
                 row[names.KL_SET_LABEL] = names.set_label(grades, 1.0 - self.alpha)
             flagged = bool(warn[i])
+            if dist is not None:
+                row[names.OOD_SCORE] = float(dist[i])
+            if img_dist is not None:
+                row[names.OOD_IMAGE_SCORE] = float(img_dist[i])
             if p_val is not None:
-                row[names.OOD_SCORE], row[names.OOD_P] = float(dist[i]), float(p_val[i])
+                row[names.OOD_P] = float(p_val[i])
                 flagged = flagged or bool(p_val[i] <= self.ood_alpha)
             row[names.OOD_FLAG] = int(flagged)
             row[names.ENVELOPE_WARNINGS] = "; ".join(warn[i])

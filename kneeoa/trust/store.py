@@ -30,6 +30,7 @@ class TrustStats:
     cal_oa_prob: np.ndarray  # (n,) raw
     cal_kl: np.ndarray  # (n,) recorded KL grades
     ood: OODModel | None = None
+    image_ood: OODModel | None = None  # Mahalanobis on kneeoa.trust.envelope.image_features
     envelope: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # the card block (what it was fitted on)
 
@@ -46,6 +47,9 @@ class TrustStats:
         if self.ood is not None:
             out.update({names.T_OOD_MEAN: t(self.ood.mean), names.T_OOD_PRECISION: t(self.ood.precision),
                         names.T_OOD_HELDOUT: t(self.ood.heldout)})
+        if self.image_ood is not None:
+            out.update({names.T_IMG_MEAN: t(self.image_ood.mean), names.T_IMG_PRECISION: t(self.image_ood.precision),
+                        names.T_IMG_HELDOUT: t(self.image_ood.heldout)})
         return out
 
     def card_block(self) -> dict[str, Any]:
@@ -78,11 +82,13 @@ def read_trust(path: str | Path, card: dict | None = None) -> TrustStats | None:
 
         temps = get(names.T_TEMPERATURE)
         mean, precision, heldout = get(names.T_OOD_MEAN), get(names.T_OOD_PRECISION), get(names.T_OOD_HELDOUT)
+        img = [get(names.T_IMG_MEAN), get(names.T_IMG_PRECISION), get(names.T_IMG_HELDOUT)]
         stats = TrustStats(
             temperatures=Temperatures(kl=float(temps[0]), oa=float(temps[1])) if temps is not None else Temperatures(),
             has_oa_head=has_oa_head(card), cal_kl_probs=get(names.T_CAL_KL_PROBS),
             cal_oa_prob=get(names.T_CAL_OA_PROB), cal_kl=get(names.T_CAL_KL),
             ood=None if mean is None else OODModel(mean=mean, precision=precision, heldout=heldout),
+            image_ood=None if img[0] is None else OODModel(mean=img[0], precision=img[1], heldout=img[2]),
             envelope=block.get("envelope") or {},
             info={k: v for k, v in block.items() if k not in ("temperature", "envelope", "ood", "n_conformal")})
     return stats
