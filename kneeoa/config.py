@@ -1,54 +1,173 @@
-"""Training configuration: a YAML preset (`quick`, `paper` or a file) + per-backbone overrides + command-line overrides.
+"""Training configuration: `TrainConfig`, a frozen dataclass, from a YAML preset (`quick`, `paper` or a file)
++ its per-backbone block + command-line overrides (later wins).
 
-Resolution order (later wins): preset top-level keys -> preset `backbones.<name>` block -> explicit overrides.
-The resolved config is a flat dict of the keys in `TRAIN_KEYS` plus the run identity (preset, backbone,
-variant, data, labels); it is saved as `config.yaml` in the run directory. Unknown keys are a ConfigError.
+`TrainConfig`'s fields are the single source of every training option: their type, their rule (checked
+once, in `__post_init__`), their one-line meaning, their `kneeoa train` flag (the parser is generated from
+them, `add_train_arguments`) and whether `--resume` may change them. The engine reads attributes
+(`cfg.epochs`). The resolved config is saved as `config.yaml` in the run directory; unknown keys, duplicate
+keys and wrong types are a ConfigError naming the file. Standard library at import (YAML is read lazily).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from kneeoa.contracts.catalog import BACKBONES
+from kneeoa.contracts.catalog import BACKBONES, input_shape_problem
 from kneeoa.contracts.vocab import AMP_MODES, DEVICES, HEADS, M3T_PRETRAINED, REORIENT, VARIANTS
 from kneeoa.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+NULL = type(None)
 
-# key -> (allowed python types, one-line meaning); None in the types tuple means "may be null"
-TRAIN_KEYS: dict[str, tuple[tuple, str]] = {
-    "epochs": ((int,), "number of epochs"),
-    "lr": ((float, int), "AdamW learning rate"),
-    "weight_decay": ((float, int), "AdamW weight decay"),
-    "batch_size": ((int,), "samples per optimisation step (per process under torchrun)"),
-    "input_shape": ((list,), "model input (D, H, W)"),
-    "width": ((int, type(None)), "base channel width; null = the paper's width"),
-    "head": ((str,), "dual-head topology: chained (paper) or parallel"),
-    "lambda_oa": ((float, int), "weight of the OA loss in the dual-head loss"),
-    "seed": ((int,), "seed for weights, shuffling and dropout"),
-    "device": ((str,), "auto, cpu, cuda or mps"),
-    "workers": ((int,), "DataLoader worker processes"),
-    "amp": ((str,), "mixed precision on CUDA: none, bf16 or fp16 (+ GradScaler)"),
-    "channels_last": ((bool,), "use channels_last_3d memory format"),
-    "cache": ((bool,), "cache preprocessed tensors on disk"),
-    "cache_dir": ((str, type(None)), "cache folder; null = <run dir>/cache"),
-    "deterministic": ((bool,), "deterministic algorithms on GPU too (CPU runs always are)"),
-    "evaluate": ((bool,), "evaluate the last epoch on the test split"),
-    "eval_batch_size": ((int,), "batch size for evaluation"),
-    "options": ((dict,), "backbone-specific ModelSpec options"),
-    "m3t_pretrained": ((str,), "M3T's 2D ResNet-18 start: none or imagenet (torchvision IMAGENET1K_V1, the paper)"),
-    "m3t_weights": ((str, type(None)), "local ImageNet ResNet-18 weights file; null = torchvision's cache/URL"),
-    "reorient": ((str,), "input voxel order: ras (reorient first) or none (the file's own, as the paper's code)"),
-    "calibration_fraction": ((float, int), "training knees held out (subject-grouped, KL-stratified) to calibrate "
-                                           "probabilities, sets and the OOD flag; 0 = none"),
-}
-# keys added after 0.1: presets and saved run configs without them get these values
-OPTIONAL_DEFAULTS = {"m3t_pretrained": "none", "m3t_weights": None, "reorient": "ras",
-                     "calibration_fraction": 0.0}
+
+@dataclass(frozen=True)
+class Option:
+    """What a training option may hold and how the command line sets it."""
+
+    types: tuple[type, ...]  # allowed Python types (NULL: may be null)
+    help: str
+    rule: Callable[[Any], bool] | None = None  # value rule beyond the type
+    choices: tuple[str, ...] | None = None
+    flag: str | None = None  # `kneeoa train` override flag; None = preset/YAML only
+    cli: dict[str, Any] = field(default_factory=dict)  # extra argparse keywords of the flag
+    resume: bool = False  # may change when a run is resumed (nothing that changes the model or optimisation)
+    path: bool = False  # a file given on the command line is stored as an absolute path
+
+
+def _opt(types: tuple[type, ...], help: str, *, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    return field(default=default, metadata={"option": Option(types, help, **kw)})
+
+
+def _min(limit: float, strict: bool = False) -> Callable[[Any], bool]:
+    return (lambda v: v is None or v > limit) if strict else (lambda v: v is None or v >= limit)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One resolved training run. Identity first, then the options (YAML key = field name)."""
+
+    preset: str
+    backbone: str
+    variant: str
+    data: str | None
+    labels: str | None
+    epochs: int = _opt((int,), "training epochs", rule=_min(1), flag="--epochs", resume=True)
+    lr: float = _opt((float, int), "AdamW learning rate", rule=_min(0, strict=True), flag="--lr")
+    weight_decay: float = _opt((float, int), "AdamW weight decay", rule=_min(0), flag="--weight-decay")
+    batch_size: int = _opt((int,), "volumes per step (per process under torchrun)", rule=_min(1), flag="--batch-size")
+    input_shape: list = _opt((list,), "model input D H W, or one N for a cube", flag="--input-size",
+                             cli={"type": int, "nargs": "+", "metavar": "N", "dest": "input_size"})
+    width: int | None = _opt((int, NULL), "base channel width; null = the paper's", rule=_min(1), flag="--width")
+    head: str = _opt((str,), "dual-head topology: chained (paper) or parallel", choices=HEADS, flag="--head")
+    lambda_oa: float = _opt((float, int), "weight of the OA loss (dual)", rule=_min(0), flag="--lambda-oa")
+    seed: int = _opt((int,), "seed of weights, split order and augmentation", flag="--seed")
+    device: str = _opt((str,), "auto = CUDA, then MPS, else CPU", choices=DEVICES, flag="--device", resume=True)
+    workers: int = _opt((int,), "DataLoader worker processes", rule=_min(0), flag="--workers", resume=True)
+    amp: str = _opt((str,), "mixed precision on CUDA: none, bf16 or fp16 (+ GradScaler)", choices=AMP_MODES,
+                    flag="--amp")
+    channels_last: bool = _opt((bool,), "channels_last_3d memory format", flag="--channels-last",
+                               cli={"action": "store_true"})
+    cache: bool = _opt((bool,), "cache preprocessed tensors on disk (--no-cache: decode every volume every epoch)",
+                       flag="--no-cache", cli={"action": "store_false"})
+    cache_dir: str | None = _opt((str, NULL), "shared folder for preprocessed tensors; null = RUN/cache",
+                                 flag="--cache-dir")
+    deterministic: bool = _opt((bool,), "deterministic algorithms on GPU too (CPU runs always are)")
+    evaluate: bool = _opt((bool,), "evaluate the last epoch on the test split")
+    eval_batch_size: int = _opt((int,), "batch size for evaluation", rule=_min(1), resume=True)
+    options: dict = _opt((dict,), "backbone-specific ModelSpec options")
+    # keys added after 0.1: presets and saved run configs without them get these defaults
+    m3t_pretrained: str = _opt((str,), "M3T's 2D ResNet-18 start: none or imagenet (torchvision IMAGENET1K_V1, "
+                               "the paper)", default="none", choices=M3T_PRETRAINED, flag="--m3t-pretrained")
+    m3t_weights: str | None = _opt((str, NULL), "ImageNet ResNet-18 weights file (safetensors or torch state "
+                                   "dict) for m3t_pretrained; null = torchvision's cache/URL", default=None,
+                                   flag="--m3t-weights", cli={"metavar": "FILE"}, path=True)
+    reorient: str = _opt((str,), "input voxel order: ras (reorient first, default) or none (the file's own, as the "
+                         "paper's code)", default="ras", choices=REORIENT, flag="--reorient")
+    calibration_fraction: float = _opt((float, int), "hold out this fraction of the training knees (whole subjects, "
+                                       "KL-stratified) to calibrate the probabilities, KL/OA sets and OOD flag at "
+                                       "the end of training (e.g. 0.2; default 0)", default=0.0,
+                                       rule=lambda v: 0 <= v < 1, flag="--calibration-fraction")
+
+    def __post_init__(self) -> None:
+        """Every rule, once: identity, types, values; numbers normalised (lr & co. as float)."""
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone {self.backbone!r} (known: {', '.join(BACKBONES)})")
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {self.variant!r} (known: {', '.join(VARIANTS)})")
+        for name, option in OPTIONS.items():
+            value = getattr(self, name)
+            check_value(name, option, value)
+            if float in option.types:
+                object.__setattr__(self, name, float(value))
+        object.__setattr__(self, "input_shape", list(self.input_shape))
+        object.__setattr__(self, "options", dict(self.options or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        """Read-only `cfg["epochs"]` for code written against the old dict config; new code reads attributes."""
+        if key not in FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat mapping saved as config.yaml (field order)."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The ModelSpec dict of this run."""
+        return {"backbone": self.backbone, "variant": self.variant, "head": self.head,
+                "input_shape": list(self.input_shape), "width": self.width, "options": dict(self.options),
+                "reorient": self.reorient}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str | Path | None = None) -> TrainConfig:
+        """Build from a mapping; unknown or missing keys and bad values are a ConfigError naming `source`."""
+        unknown = sorted(set(values) - set(FIELDS) - IGNORED_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}", source)
+        given = {k: v for k, v in values.items() if k in FIELDS}
+        missing = sorted(set(REQUIRED) - set(given))
+        if missing:
+            raise ConfigError(f"config lacks keys: {', '.join(missing)}", source)
+        try:
+            return cls(**given)
+        except ConfigError as err:
+            raise ConfigError(err.problem, source) from None
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(TrainConfig)
+                              if "option" in f.metadata}
+IDENTITY_KEYS = tuple(name for name in FIELDS if name not in OPTIONS)
+REQUIRED = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.default is dataclasses.MISSING)
+OPTIONAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                     if f.default is not dataclasses.MISSING}
+TRAIN_KEYS = tuple(OPTIONS)
+RESUME_MUTABLE = {name for name, option in OPTIONS.items() if option.resume}
+IGNORED_KEYS = {"kneeoa_version"}  # written by some older runs; informative only
 PRESET_ONLY_KEYS = {"description", "backbones"}
-IDENTITY_KEYS = ("preset", "backbone", "variant", "data", "labels")
-# what may change when a run is resumed: nothing that changes the model or the optimisation
-RESUME_MUTABLE = {"epochs", "device", "workers", "eval_batch_size"}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join("null" if t is NULL else t.__name__ for t in types)
+
+
+def check_value(name: str, option: Option, value: Any) -> None:
+    """The one check of a training option: its type, then its rule (ConfigError without a file)."""
+    if (isinstance(value, bool) and bool not in option.types) or not isinstance(value, option.types):
+        raise ConfigError(f"{name} must be {_type_name(option.types)}, got {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise ConfigError(f"invalid value for {name}: {value!r} (choose {', '.join(option.choices)})")
+    if option.rule is not None and not option.rule(value):
+        raise ConfigError(f"invalid value for {name}: {value!r}")
+    if name == "input_shape":
+        problem = input_shape_problem(value)
+        if problem:
+            raise ConfigError(problem)
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -66,23 +185,30 @@ def preset_path(name_or_path: str | Path) -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
-    from kneeoa.utils.safe_yaml import load_yaml
+    from kneeoa.utils.safe_yaml import load_yaml  # bounded, refuses aliases and duplicate keys
 
     return load_yaml(path)
 
 
+def _check_options(values: dict, source: Path, where: str = "") -> None:
+    for key, value in values.items():
+        if key not in OPTIONS:
+            raise ConfigError(f"unknown {'keys in `' + where + '`' if where else 'preset keys'}: {key}", source)
+        try:
+            check_value(key, OPTIONS[key], value)
+        except ConfigError as err:
+            raise ConfigError(f"{where + ': ' if where else ''}{err.problem}", source) from None
+
+
 def load_preset(name_or_path: str | Path) -> dict:
-    """Read and validate a preset: its train keys, `description` and per-backbone `backbones` blocks."""
+    """Read and check a preset: its options, `description` and per-backbone `backbones` blocks."""
     path = preset_path(name_or_path)
-    data = _read_yaml(path)
-    unknown = set(data) - set(TRAIN_KEYS) - PRESET_ONLY_KEYS
-    if unknown:
-        raise ConfigError(f"unknown preset keys: {', '.join(sorted(unknown))}", path)
-    data = {**OPTIONAL_DEFAULTS, **data}
-    missing = set(TRAIN_KEYS) - set(data)
+    data = {**OPTIONAL_DEFAULTS, **_read_yaml(path)}
+    blocks = data.get("backbones") or {}
+    _check_options({k: v for k, v in data.items() if k not in PRESET_ONLY_KEYS}, path)
+    missing = set(OPTIONS) - set(data)
     if missing:
         raise ConfigError(f"preset lacks keys: {', '.join(sorted(missing))}", path)
-    blocks = data.get("backbones") or {}
     if not isinstance(blocks, dict):
         raise ConfigError("`backbones` must map a backbone name to overrides", path)
     for name, block in blocks.items():
@@ -90,124 +216,103 @@ def load_preset(name_or_path: str | Path) -> dict:
             raise ConfigError(f"`backbones` names unknown backbone {name!r} (known: {', '.join(BACKBONES)})", path)
         if not isinstance(block, dict):
             raise ConfigError(f"`backbones.{name}` must be a mapping", path)
-        bad = set(block) - set(TRAIN_KEYS)
-        if bad:
-            raise ConfigError(f"unknown keys in `backbones.{name}`: {', '.join(sorted(bad))}", path)
-    validate({k: v for k, v in data.items() if k in TRAIN_KEYS}, source=path)
+        _check_options(block, path, f"backbones.{name}")
     data["_path"] = str(path)
     return data
 
 
-def validate(cfg: dict, source: str | Path | None = None) -> dict:
-    """Check types and values of train keys present in `cfg`; returns cfg with normalised values."""
-    for key, value in cfg.items():
-        if key in IDENTITY_KEYS or key == "kneeoa_version":
-            continue
-        if key not in TRAIN_KEYS:
-            raise ConfigError(f"unknown option {key!r}", source)
-        types, _ = TRAIN_KEYS[key]
-        if isinstance(value, bool) and bool not in types:
-            raise ConfigError(f"{key} must be {types[0].__name__}, got {value!r}", source)
-        if not isinstance(value, types):
-            raise ConfigError(f"{key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}", source)
-    checks = {
-        "epochs": lambda v: v >= 1, "batch_size": lambda v: v >= 1, "eval_batch_size": lambda v: v >= 1,
-        "workers": lambda v: v >= 0, "lr": lambda v: v > 0, "weight_decay": lambda v: v >= 0,
-        "lambda_oa": lambda v: v >= 0, "width": lambda v: v is None or v >= 1,
-        "head": lambda v: v in HEADS, "m3t_pretrained": lambda v: v in M3T_PRETRAINED,
-        "reorient": lambda v: v in REORIENT,
-        "calibration_fraction": lambda v: 0 <= v < 1,
-        "amp": lambda v: v in AMP_MODES, "device": lambda v: v in DEVICES,
-    }
-    for key, ok in checks.items():
-        if key in cfg and not ok(cfg[key]):
-            raise ConfigError(f"invalid value for {key}: {cfg[key]!r}", source)
-    if "input_shape" in cfg:
-        shape = cfg["input_shape"]
-        if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 8 for s in shape):
-            raise ConfigError(f"input_shape must be three integers >= 8 (D H W), got {shape!r}", source)
-    for key in ("lr", "weight_decay", "lambda_oa", "calibration_fraction"):
-        if key in cfg:
-            cfg[key] = float(cfg[key])
-    return cfg
-
-
 def normalise_overrides(overrides: dict | None) -> dict:
-    """Drop None values (an option not given on the command line); expand a single input size to a cube."""
+    """Drop None values (an option not given on the command line); one input size makes a cube."""
     out = {}
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key == "input_shape":
             value = [int(value)] * 3 if isinstance(value, int) else [int(v) for v in value]
-            if len(value) == 1:
-                value = value * 3
+            if len(value) not in (1, 3):
+                raise ConfigError("--input-size takes one number (a cube) or three (D H W)")
+            value = value * 3 if len(value) == 1 else value
         out[key] = value
     return out
 
 
 def resolve_config(preset: str | Path, backbone: str, variant: str, data: str | Path | None = None,
-                   overrides: dict | None = None, labels: str | Path | None = None) -> dict:
-    """Preset + its `backbones.<backbone>` block + overrides -> the flat, validated run config."""
-    if backbone not in BACKBONES:
+                   overrides: dict | None = None, labels: str | Path | None = None) -> TrainConfig:
+    """Preset + its `backbones.<backbone>` block + overrides -> the validated run config."""
+    if backbone not in BACKBONES:  # before the preset is read: the catalog names it, not the file
         raise ConfigError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
     raw = load_preset(preset)
-    cfg = {k: raw[k] for k in TRAIN_KEYS}
-    cfg.update((raw.get("backbones") or {}).get(backbone, {}))
+    values = {k: raw[k] for k in OPTIONS}
+    values.update((raw.get("backbones") or {}).get(backbone, {}))
     extra = normalise_overrides(overrides)
-    unknown = set(extra) - set(TRAIN_KEYS)
+    unknown = set(extra) - set(OPTIONS)
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    cfg.update(extra)
-    cfg = validate(cfg, source="command line" if extra else raw["_path"])
-    cfg["options"] = dict(cfg["options"] or {})
+    values.update(extra)
     identity = {"preset": str(preset), "backbone": backbone, "variant": variant,
                 "data": None if data is None else str(Path(data).resolve()),
                 "labels": None if labels is None else str(Path(labels).resolve())}
-    return {**identity, **cfg}
+    return TrainConfig.from_dict({**identity, **values}, source="command line" if extra else raw["_path"])
 
 
-def spec_dict(cfg: dict) -> dict:
+def spec_dict(cfg: TrainConfig) -> dict:
     """The ModelSpec dict of a resolved config."""
-    return {"backbone": cfg["backbone"], "variant": cfg["variant"], "head": cfg["head"],
-            "input_shape": list(cfg["input_shape"]), "width": cfg["width"], "options": dict(cfg["options"]),
-            "reorient": cfg.get("reorient", "ras")}
+    return cfg.spec_dict()
 
 
-def save_config(path: str | Path, cfg: dict) -> Path:
+def save_config(path: str | Path, cfg: TrainConfig) -> Path:
     """Write the resolved config as YAML (atomic)."""
     import yaml
 
     from kneeoa.utils.atomic import atomic_write_text
 
-    text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
     atomic_write_text(path, "# resolved KneeOA training config (written by `kneeoa train`)\n" + text)
     return Path(path)
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a saved run config and validate it."""
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a saved run config (also one written before the newest options existed) and validate it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("run config not found", path)
-    cfg = {**OPTIONAL_DEFAULTS, **_read_yaml(path)}
-    missing = (set(TRAIN_KEYS) | set(IDENTITY_KEYS)) - set(cfg)
-    if missing:
-        raise ConfigError(f"run config lacks keys: {', '.join(sorted(missing))}", path)
-    return validate(cfg, source=path)
+    return TrainConfig.from_dict(_read_yaml(path), source=path)
 
 
-def apply_resume_overrides(cfg: dict, overrides: dict | None, source: str | Path | None = None) -> dict:
-    """Overrides allowed when resuming (epochs, device, workers); any other change is a ConfigError."""
+def apply_resume_overrides(cfg: TrainConfig, overrides: dict | None, source: str | Path | None = None) -> TrainConfig:
+    """Overrides allowed when resuming (epochs, device, workers, eval batch); any other change is a ConfigError."""
     extra = normalise_overrides(overrides)
-    changed = {k for k, v in extra.items() if cfg.get(k) != v}
+    changed = {k for k, v in extra.items() if getattr(cfg, k, None) != v}
     forbidden = changed - RESUME_MUTABLE
     if forbidden:
         raise ConfigError(
             f"cannot change {', '.join(sorted(forbidden))} when resuming (only {', '.join(sorted(RESUME_MUTABLE))}); "
             "start a new run instead", source)
-    out = dict(cfg)
-    out.update({k: extra[k] for k in changed})
-    return validate(out, source=source)
+    return TrainConfig.from_dict({**cfg.to_dict(), **{k: extra[k] for k in changed}}, source=source)
+
+
+# --- the `kneeoa train` override flags, generated from the options ----------------------------------------
+
+
+def add_train_arguments(group: argparse._ArgumentGroup) -> None:
+    """One flag per option that has one; default None = the preset's value."""
+    for name, option in OPTIONS.items():
+        if option.flag is None:
+            continue
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": option.help, **option.cli}
+        if "action" not in kwargs:
+            kwargs.setdefault("type", float if float in option.types else int if int in option.types else None)
+            if option.choices is not None:
+                kwargs["choices"] = option.choices
+        group.add_argument(option.flag, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """The options given on the command line (None = not given); file options made absolute."""
+    out = {}
+    for name, option in OPTIONS.items():
+        if option.flag is None:
+            continue
+        value = getattr(args, option.cli.get("dest", name))
+        out[name] = str(Path(value).resolve()) if option.path and value is not None else value
+    return out

@@ -94,6 +94,32 @@ def load_plugins(modules: str | None = None) -> list[str]:
     return [n for n in names if n]
 
 
+MIN_INPUT = 8  # the smallest model input side: every backbone halves it at least three times
+MAX_INPUT_SIDE = 1024  # voxels per side of the model input (the paper's largest is 256)
+
+
+def whole_number(value: object) -> bool:
+    """An int, or an integral finite float (JSON 64.0); never a bool or a string."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def input_shape_problem(shape: object, backbone: str | None = None) -> str | None:
+    """Why `shape` cannot be a model input (D, H, W) for `backbone`, or None: the one rule, used by the run
+    config and by ModelSpec. A card is data from a file: Infinity, NaN, "64", true or 10**9 are refused here,
+    not met by int() (OverflowError) or by an allocation of terabytes."""
+    if not isinstance(shape, (list, tuple)) or not all(whole_number(s) for s in shape):
+        return f"input_shape must be three integers (D, H, W), got {shape!r}"
+    values = [int(s) for s in shape]
+    if len(values) != 3 or min(values) < MIN_INPUT or max(values) > MAX_INPUT_SIDE:
+        return f"input_shape must be three integers from {MIN_INPUT} to {MAX_INPUT_SIDE} (D, H, W), got {values}"
+    entry = BACKBONES.get(backbone or "")
+    if entry is not None and entry.cube and len(set(values)) != 1:
+        return f"{backbone} needs a cube input (N, N, N), got {values}"
+    return None
+
+
 def backbone_names() -> tuple[str, ...]:
     """Every catalog name, in catalog order (the CLI's choices)."""
     return tuple(BACKBONES)

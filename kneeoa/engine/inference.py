@@ -55,14 +55,14 @@ def finite_rows(outputs: dict[str, np.ndarray | None]) -> np.ndarray:
 
 def input_shape_of(model: Any, card: dict) -> tuple[int, int, int]:
     """The model input (D, H, W): the card's preprocessing block, else the model spec."""
+    from kneeoa.contracts.catalog import input_shape_problem
     from kneeoa.errors import ConfigError
-    from kneeoa.models.registry import MAX_INPUT_SIDE, _whole
 
     preprocessing = card.get("preprocessing") or {}
     shape = (preprocessing.get("input_shape") if isinstance(preprocessing, dict) else None) or model.spec.input_shape
-    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(_whole(s) for s in shape) \
-            or not all(1 <= s <= MAX_INPUT_SIDE for s in shape):
-        raise ConfigError(f"input_shape must be three integers from 1 to {MAX_INPUT_SIDE}, got {shape!r}")
+    problem = input_shape_problem(shape)  # the card is data from a file: the same rule as ModelSpec's
+    if problem:
+        raise ConfigError(problem)
     return tuple(int(s) for s in shape)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from kneeoa.contracts.catalog import BACKBONES, DEFAULT_BACKBONE, Backbone
+from kneeoa.contracts.catalog import BACKBONES, DEFAULT_BACKBONE, Backbone, input_shape_problem, whole_number
 from kneeoa.contracts.vocab import HEADS, KL_HEADS, REORIENT, VARIANTS
 from kneeoa.errors import ConfigError
 from kneeoa.models.model import KneeOAModel
@@ -20,18 +20,8 @@ from kneeoa.utils.strict_json import finite_or_none
 HEAD_OPTIONS = {"kl_head": "softmax"}  # options consumed by the heads, valid for every backbone
 
 
-MAX_INPUT_SIDE = 1024  # voxels per side of the model input (the paper's largest is 256)
 MAX_OPTION_NUMBER = 4096  # any number in width/options (paper widths are 32-768)
 MAX_OPTION_TOTAL = 512  # sum of an integer list option (e.g. ResNet `layers`: the paper's is 8 blocks)
-
-
-def _whole(value: Any) -> bool:
-    """An int, or an integral finite float (JSON 64.0); never a bool or a string."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, float) and value.is_integer()
 
 
 def _check_option_numbers(options: dict[str, Any]) -> None:
@@ -68,18 +58,11 @@ class ModelSpec:
             raise ConfigError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         entry = BACKBONES[self.backbone]
         shape = entry.input_shape if self.input_shape is None else self.input_shape
-        # a card is data from a file: Infinity, NaN, "64", true or 10**9 are refused here, not met by int()
-        # (OverflowError) or by an allocation of terabytes
-        if not isinstance(shape, (list, tuple)) or not all(_whole(s) for s in shape):
-            raise ConfigError(f"input_shape must be three integers (D, H, W), got {self.input_shape!r}")
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3 or min(shape) < 8 or max(shape) > MAX_INPUT_SIDE:
-            raise ConfigError(f"input_shape must be three integers from 8 to {MAX_INPUT_SIDE} (D, H, W), "
-                              f"got {list(shape)}")
-        if entry.cube and len(set(shape)) != 1:
-            raise ConfigError(f"{self.backbone} needs a cube input (N, N, N), got {list(shape)}")
-        self.input_shape = shape
-        if self.width is not None and (not _whole(self.width) or not 1 <= self.width <= MAX_OPTION_NUMBER):
+        problem = input_shape_problem(shape, self.backbone)
+        if problem:
+            raise ConfigError(problem)
+        self.input_shape = tuple(int(s) for s in shape)
+        if self.width is not None and (not whole_number(self.width) or not 1 <= self.width <= MAX_OPTION_NUMBER):
             raise ConfigError(f"width must be an integer from 1 to {MAX_OPTION_NUMBER}, got {self.width!r}")
         self.width = None if self.width is None else int(self.width)
         if not isinstance(self.options or {}, dict):

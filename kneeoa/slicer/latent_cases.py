@@ -49,7 +49,7 @@ def _study_cohort(study: Path) -> tuple[Path | None, Path | None]:
             return Path(data), None
     for config in sorted((study / "models").glob("*/config.yaml")):
         cfg = run_config(config.parent)
-        return Path(cfg["data"]), given_path(cfg.get("labels"))
+        return Path(cfg.data), given_path(cfg.labels)
     return None, None
 
 
@@ -74,7 +74,7 @@ def latent_source(folder: str | Path | None = None, checkpoint: str | Path | Non
                             saliency_dir=saliency if saliency.is_dir() else None)
     if (folder / "config.yaml").is_file():
         cfg = run_config(folder)
-        run_cohort, run_labels = cohort or Path(cfg["data"]), labels or given_path(cfg.get("labels"))
+        run_cohort, run_labels = cohort or Path(cfg.data), labels or given_path(cfg.labels)
         last = folder / "checkpoints" / "last.safetensors"
         if not last.is_file():
             raise InputError("this training run has no checkpoint yet (no epoch finished)", folder)

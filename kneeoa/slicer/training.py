@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kneeoa.contracts.catalog import DEFAULT_BACKBONE, backbone_names, study_backbones
 from kneeoa.contracts.checkpoint_meta import read_trainer_meta
@@ -22,6 +22,9 @@ from kneeoa.contracts.studies import CV_META_FILE, TASK_DONE
 from kneeoa.contracts.vocab import DEVICES, HEADS, PRESETS, VARIANTS, model_name
 from kneeoa.errors import CheckpointError, ConfigError
 from kneeoa.slicer import jobs
+
+if TYPE_CHECKING:
+    from kneeoa.config import TrainConfig
 
 METRIC_KEYS = ("train_kl_acc", "train_oa_acc")  # per-epoch accuracy the engine reports, first found is shown
 LOSS_COLUMNS = ("Epoch", "Loss", "Train accuracy")
@@ -270,7 +273,7 @@ def cohort_summary(folder: str | Path | None) -> str:
     return f"{summary['kind']} cohort: " + ("; ".join(splits) or "no cases")
 
 
-def run_config(folder: str | Path) -> dict:
+def run_config(folder: str | Path) -> TrainConfig:
     """The resolved config.yaml of a training run (data, labels, backbone, ...)."""
     from kneeoa.config import load_config
 

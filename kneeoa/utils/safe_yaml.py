@@ -4,7 +4,8 @@
 aliases expand exponentially ("billion laughs"), thousands of nested `[` recurse through the composer,
 and a thousand-digit integer is built digit by digit (Python refuses past 4,300 digits with a traceback).
 A KneeOA config is a flat mapping of a few dozen numbers and strings, so this loader refuses aliases
-outright and caps the file size, the nesting depth, the node count and the length of numbers.
+outright and caps the file size, the nesting depth, the node count and the length of numbers. A key given
+twice in one mapping (PyYAML silently keeps the last) is refused too.
 Why by hand: PyYAML has no such limits and no maintained YAML library for Python offers them.
 """
 
@@ -48,6 +49,22 @@ def _loader_class():
                 return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
+
+        def construct_mapping(self, node, deep=False):
+            # PyYAML keeps the last of two equal keys silently: a preset saying `lr:` twice is a typo to report
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        duplicate = key in seen
+                    except TypeError:  # an unhashable key: the base class reports it
+                        break
+                    if duplicate:
+                        raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                                key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep)
 
         def construct_yaml_int(self, node):
             if len(str(node.value)) > MAX_NUMBER_CHARS:
