@@ -40,3 +40,8 @@ class JobError(KneeOAError):
 
 class DependencyError(KneeOAError):
     """A Python package KneeOA needs is not installed (inside 3D Slicer: install it from the module)."""
+
+
+class DataWarning(UserWarning):
+    """An input that can be used but may give a quietly wrong answer (empty cartilage mask, sheared affine,
+    predictions made for other cases): the CLI prints it as one `kneeoa: warning:` line."""

@@ -55,7 +55,8 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
             t0 = time.perf_counter()
             name = model_name(backbone, variant)
             checkpoints[name] = _train_one(data, out / "models" / name, backbone, variant, preset, overrides)
-            _predict_one(checkpoints[name], data, out / "predictions", name, overrides["cache_dir"])
+            _predict_one(checkpoints[name], data, out / "predictions", name, overrides["cache_dir"],
+                         cohort.split("test"))
             timings[name] = round(time.perf_counter() - t0, 1)
             progress.update(1, model=name, seconds=timings[name])
     t0 = time.perf_counter()
@@ -84,13 +85,32 @@ def _train_one(data, run_dir: Path, backbone: str, variant: str, preset: str, ov
     return Path(result["checkpoint"])
 
 
-def _predict_one(checkpoint: Path, data, pred_dir: Path, name: str, cache_dir: str) -> None:
+def _predict_one(checkpoint: Path, data, pred_dir: Path, name: str, cache_dir: str, test_cases: list) -> None:
     from kneeoa.engine.predict import predict
 
     done = [pred_dir / f"{name}_{s}" for s in ("preds.csv", "metrics.csv", "embeddings.npz")]
-    if all(p.is_file() for p in done):
+    if all(p.is_file() for p in done) and not _stale_predictions(done[0], test_cases):
         return
     predict(checkpoint, data, pred_dir, split="test", embeddings=True, cache_dir=cache_dir, overwrite=True)
+
+
+def _stale_predictions(preds_csv: Path, test_cases: list) -> bool:
+    """True (with a warning) when a re-run finds predictions made for other test images than the cohort's
+    now (a case renamed, added or removed): reusing them would report results under stale ids."""
+    from kneeoa.data.tables import read_table
+    from kneeoa.errors import DataWarning, KneeOAError
+
+    try:
+        predicted = {str(row.get("img_path")) for row in read_table(preds_csv)}
+    except KneeOAError:
+        return True
+    current = {str(case.image) for case in test_cases}
+    if predicted == current:
+        return False
+    gone, new = sorted(predicted - current), sorted(current - predicted)
+    warnings.warn(f"{preds_csv}: made for other test cases than the cohort holds now ({len(gone)} gone, e.g. "
+                  f"{gone[:2]}; {len(new)} new, e.g. {new[:2]}); predicting again", DataWarning, stacklevel=2)
+    return True
 
 
 def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases: int, resamples: int,

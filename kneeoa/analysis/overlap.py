@@ -34,12 +34,15 @@ def k_name(fraction: float) -> str:
 
 
 def saliency_overlap(saliency, mask, labels: Sequence[int] = CARTILAGE_LABELS,
-                     ks: Sequence[float] = DEFAULT_KS, compartments: bool = True) -> dict[str, Any]:
+                     ks: Sequence[float] = DEFAULT_KS, compartments: bool = True,
+                     source: Any = None) -> dict[str, Any]:
     """mass@ROI, top-k@ROI and Dice@k of a saliency map against a label mask on the same grid.
 
     Returns {"mass_roi", "roi_voxels", "top{p}_roi", "dice{p}" for p in percent, and, with
     `compartments`, one nested dict of the same numbers per compartment whose label is in `labels`}.
-    mass_roi is NaN when the map has no positive value.
+    mass_roi is NaN when the map has no positive value. A mask without any of `labels` has no cartilage
+    to overlap: every union number is NaN (not 0.0, which reads as "saliency missed the cartilage") and a
+    DataWarning names `source` (the mask file).
     """
     s = np.asarray(saliency, dtype=np.float64)
     m = np.asarray(mask)
@@ -61,6 +64,14 @@ def saliency_overlap(saliency, mask, labels: Sequence[int] = CARTILAGE_LABELS,
         top[np.argpartition(s_pos, -k)[-k:]] = True
         top_sets[k_name(float(fraction))] = (k, top)
     result = _region_metrics(s_pos, total, np.isin(flat_mask, labels), top_sets)
+    if result["roi_voxels"] == 0:
+        import warnings
+
+        from kneeoa.errors import DataWarning
+
+        warnings.warn(f"{source if source is not None else 'the mask'}: no cartilage voxels (labels "
+                      f"{list(labels)}); the cartilage overlap is undefined (NaN), not 0", DataWarning, stacklevel=2)
+        result.update({k: float("nan") for k in result if k != "roi_voxels"})
     if compartments:
         for name, comp_labels in COMPARTMENTS.items():
             if set(comp_labels) <= set(labels):

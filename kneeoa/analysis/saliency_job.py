@@ -130,7 +130,8 @@ def overlap_row(case: SaliencyCase, saliency_ijk: np.ndarray, mask_ijk: np.ndarr
     """One CSV row: case, KL, explained logit and the flattened `saliency_overlap` metrics."""
     from kneeoa.analysis.overlap import DEFAULT_KS, saliency_overlap
 
-    metrics = saliency_overlap(saliency_ijk, mask_ijk, labels=labels, ks=tuple(ks or DEFAULT_KS))
+    metrics = saliency_overlap(saliency_ijk, mask_ijk, labels=labels, ks=tuple(ks or DEFAULT_KS),
+                               source=case.mask if case.mask is not None else case.case_id)
     row: dict[str, Any] = {"case_id": case.case_id, "kl": "" if case.kl is None else int(case.kl), "target": target}
     row.update(_flatten(metrics))
     return row

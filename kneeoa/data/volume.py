@@ -251,13 +251,33 @@ def _as_label_array(array: np.ndarray, path: Path) -> np.ndarray:
     raise InputError(f"label values {lo:g}..{hi:g} out of range", path)
 
 
+SHEAR_TOLERANCE_DEG = 0.1  # float32 sforms are orthogonal to ~1e-5 degrees; real shear is degrees
+
+
 def _checked_affine(affine: np.ndarray, path: Path) -> np.ndarray:
     affine = np.asarray(affine, dtype=float)
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise InputError("image orientation (affine) is missing or not finite", path)
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError("image orientation (affine) is singular (zero voxel size?)", path)
+    shear = shear_degrees(affine)
+    if shear > SHEAR_TOLERANCE_DEG:
+        import warnings
+
+        from kneeoa.errors import DataWarning
+
+        warnings.warn(f"{path}: the affine is sheared (voxel axes {shear:.2f} degrees from perpendicular); KneeOA "
+                      "uses the axis directions and voxel sizes only, so the shear is ignored (resample the image "
+                      "to an orthogonal grid if it matters)", DataWarning, stacklevel=3)
     return affine
+
+
+def shear_degrees(affine: np.ndarray) -> float:
+    """The largest deviation from 90 degrees between two voxel axes of `affine` (0 for a rotation/scaling)."""
+    axes = np.asarray(affine, dtype=float)[:3, :3]
+    unit = axes / np.linalg.norm(axes, axis=0)
+    cosines = np.abs(unit.T @ unit)[np.triu_indices(3, 1)]
+    return float(np.degrees(np.arcsin(np.clip(cosines.max(), 0.0, 1.0))))
 
 
 def write_nifti(path: str | Path, array_ijk: np.ndarray, affine: np.ndarray, is_label: bool = False) -> Path:

@@ -95,5 +95,5 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
             from kneeoa.analysis.overlap import saliency_overlap
 
             say("cartilage overlap")
-            result["overlap"] = saliency_overlap(smap.volume.array, mask)
+            result["overlap"] = saliency_overlap(smap.volume.array, mask, source=mask_path)
     return finite_or_none(result)  # numpy values -> plain Python, NaN/inf -> None (strict JSON)
