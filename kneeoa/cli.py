@@ -18,6 +18,8 @@ import warnings
 
 from kneeoa import __version__
 from kneeoa.errors import KneeOAError
+from kneeoa.progress import MODE_ENV
+from kneeoa.progress import MODES as PROGRESS_MODES
 from kneeoa.progress import mode as progress_mode
 from kneeoa.progress import one_line
 from kneeoa.threads import configure_threads
@@ -88,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kneeoa", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"kneeoa {__version__}")
-    parser.add_argument("--progress", choices=["bar", "json", "none"], default=None,
-                        help="progress display (default: bar on a terminal); json = machine-readable lines")
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default=None,
+                        help="progress display (default: bar on a terminal; off a terminal, lines for demo, study "
+                             "and train, else none); json = machine-readable lines; lines = one line per step")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         before = set(sub.choices)
@@ -144,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.progress:
-        os.environ["KNEEOA_PROGRESS"] = args.progress
+        os.environ[MODE_ENV] = args.progress
+    elif not os.environ.get(MODE_ENV) and progress_mode() == "none" and args.command in LONG_COMMANDS:
+        os.environ[MODE_ENV] = "lines"  # a long job off a terminal (make demo > log) still says where it is
+        try:
+            return _run(parser, args)
+        finally:
+            os.environ.pop(MODE_ENV, None)  # main() called in-process (tests, Slicer's Python) leaves no trace
+    return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -4,6 +4,9 @@ Set `KNEEOA_PROGRESS=json` (or pass `--progress json` to a command) and every up
 stdout as one JSON object per line:
     {"event": "progress", "task": "train", "done": 3, "total": 10, "loss": 0.41, ...}
 Other events: "start", "log" (message), "result" (payload), "end". Slicer parses these lines.
+`lines` prints one plain line per finished step to stderr (throttled to one per task every 10 s, the last
+step always): what a long job (`kneeoa demo`, `study`, `train`) shows when stderr is not a terminal, so a
+log written by `make demo > log` tells where the job is.
 """
 
 from __future__ import annotations
@@ -21,10 +24,15 @@ MODE_ENV = "KNEEOA_PROGRESS"
 TOKEN_ENV = "KNEEOA_PROGRESS_TOKEN"
 
 
+MODES = ("bar", "json", "lines", "none")
+# in "lines" mode a task prints at most one line per this many seconds (and always its last step)
+LINE_INTERVAL_S = 10.0
+
+
 def mode() -> str:
-    """'json', 'bar' or 'none' (not a terminal)."""
+    """'json', 'bar', 'lines' (one plain line per finished step, for logs) or 'none' (not a terminal)."""
     value = os.environ.get(MODE_ENV, "").lower()
-    if value in {"json", "bar", "none"}:
+    if value in MODES:
         return value
     return "bar" if sys.stderr.isatty() else "none"
 
@@ -57,6 +65,7 @@ class Progress:
         self._mode = "none" if disable else mode()
         self._bar = None
         self._t0 = time.perf_counter()
+        self._last_line = -LINE_INTERVAL_S
 
     def __enter__(self) -> Progress:
         if self._mode == "bar":
@@ -76,6 +85,20 @@ class Progress:
         elif self._mode == "json":
             emit("progress", task=self.task, done=self.done, total=self.total,
                  elapsed_s=round(time.perf_counter() - self._t0, 3), **metrics)
+        elif self._mode == "lines":
+            now = time.perf_counter()
+            if now - self._last_line >= LINE_INTERVAL_S or self.done == self.total:
+                self._last_line = now
+                print(self._line(now, metrics), file=sys.stderr, flush=True)
+
+    def _line(self, now: float, metrics: dict[str, Any]) -> str:
+        """`kneeoa: study 3/9 models  model=m3t_dual seconds=41.2  (2.1 min)`"""
+        count = f"{self.done}/{self.total}" if self.total else str(self.done)
+        extra = "  ".join(f"{k}={_short(v)}" for k, v in metrics.items())
+        elapsed = now - self._t0
+        took = f"{elapsed:.0f} s" if elapsed < 120 else f"{elapsed / 60:.1f} min"
+        return f"kneeoa: {self.task} {count} {self.unit}{'s' if self.total != 1 else ''}" \
+               f"{'  ' + extra if extra else ''}  ({took})"
 
     def log(self, message: str) -> None:
         if self._bar is not None:

@@ -160,3 +160,26 @@ def test_console_wait_keeps_the_slicer_gui_responsive(tmp_path, monkeypatch):
 def test_without_an_application_waiting_processes_no_events(monkeypatch):
     monkeypatch.delitem(sys.modules, "slicer", raising=False)
     assert jobs.process_gui_events() is False
+
+
+def test_jobs_take_a_thread_count_that_the_child_kneeoa_uses(tmp_path):
+    """A job's threads reach the child's thread choice (KNEEOA_THREADS), with passive OpenMP waiting."""
+    env = jobs.job_environment(threads=3)
+    assert env["KNEEOA_THREADS"] == "3" and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    argv = _script(tmp_path, "threads.py", """
+        import os
+        os.environ.pop("OMP_NUM_THREADS", None)
+        from kneeoa.threads import configure_threads
+        print("threads", configure_threads(announce=False), os.environ["OMP_NUM_THREADS"])
+    """)
+    job = jobs.Job(argv, env=env).start()
+    events = []
+    assert job.wait(events.append, timeout_s=60) == 0
+    assert [e["message"] for e in events if e["event"] == "text"] == ["threads 3 3"]
+    with pytest.raises(ValueError):
+        jobs.job_environment(threads=0)
+
+
+def test_without_a_thread_setting_jobs_use_the_kneeoa_default():
+    env = jobs.job_environment({"HOME": "/h"})
+    assert "KNEEOA_THREADS" not in env  # the child picks half the cores (kneeoa.threads.default_threads)

@@ -64,9 +64,19 @@ def grade_command(image: str | Path, checkpoint: str | Path, result_json: str | 
     return kneeoa_command("grade", args, python)
 
 
-def job_environment(base: dict[str, str] | None = None, kneeoa_root: str | Path = KNEEOA_ROOT) -> dict[str, str]:
-    """Environment for a job: `kneeoa` importable from where this copy lives, JSON progress, unbuffered."""
+def job_environment(base: dict[str, str] | None = None, kneeoa_root: str | Path = KNEEOA_ROOT,
+                    threads: int | None = None) -> dict[str, str]:
+    """Environment for a job: `kneeoa` importable from where this copy lives, JSON progress, unbuffered.
+
+    `threads`: CPU threads of the job (KNEEOA_THREADS, read by every command; kneeoa/threads.py). Unset, the
+    job uses the KneeOA default - half the cores - so Slicer's GUI keeps cores to stay responsive.
+    """
     env = dict(os.environ if base is None else base)
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        env["KNEEOA_THREADS"] = str(int(threads))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: the GUI gets the core back
     paths = [str(kneeoa_root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["KNEEOA_PROGRESS"] = "json"
@@ -82,15 +92,29 @@ def safe_cwd() -> Path:
     return KNEEOA_ROOT
 
 
-def slicer_job_environment() -> dict[str, str]:
+def slicer_job_environment(threads: int | None = None) -> dict[str, str]:
     """`job_environment` on Slicer's startup environment inside Slicer (as launchConsoleProcess uses; PythonSlicer
     sets up its own paths), else on this process's."""
     slicer = sys.modules.get("slicer")
     if slicer is not None and hasattr(slicer, "app"):
         import slicer.util
 
-        return job_environment(slicer.util.startupEnvironment())
-    return job_environment(dict(os.environ))
+        if threads is None:
+            threads = _threads_setting(slicer.app)
+        return job_environment(slicer.util.startupEnvironment(), threads=threads)
+    return job_environment(dict(os.environ), threads=threads)
+
+
+THREADS_SETTING = "KneeOA/Threads"  # Slicer application setting (Edit > Application Settings or the console)
+
+
+def _threads_setting(app: Any) -> int | None:
+    """The `KneeOA/Threads` setting (e.g. `slicer.app.settings().setValue("KneeOA/Threads", 2)`), or None."""
+    try:
+        value = app.settings().value(THREADS_SETTING)
+        return int(value) if value not in (None, "") and int(value) >= 1 else None
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 EVENTS = ("start", "progress", "log", "result", "end")  # what kneeoa.progress emits
