@@ -18,10 +18,9 @@ import warnings
 
 from kneeoa import __version__
 from kneeoa.errors import KneeOAError
-from kneeoa.progress import MODE_ENV
+from kneeoa.progress import MODE_ENV, one_line
 from kneeoa.progress import MODES as PROGRESS_MODES
 from kneeoa.progress import mode as progress_mode
-from kneeoa.progress import one_line
 from kneeoa.threads import configure_threads
 
 # modules in kneeoa/commands/, in `kneeoa --help` order (a module's command may use dashes: import-paper-checkpoint)

@@ -14,8 +14,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "statistics on labelled knees the model did not train on (subject-grouped, KL-stratified "
                     "halves: one fits the temperatures, the other the sets and the OOD p-values), and write them "
                     "with the weights into a NEW checkpoint whose card records the cohort. The input checkpoint "
-                    "is never modified. Example: kneeoa calibrate --checkpoint model.safetensors --data cohort "
-                    "--split test --ood-split train --out model_calibrated.safetensors")
+                    "is never modified.\n\n"
+                    "inputs:   --checkpoint, --data (a labelled cohort; --split knees the model did not train on)\n"
+                    "outputs:  --out, a new checkpoint with the calibration in its card\n"
+                    "example:  kneeoa calibrate --checkpoint model.safetensors --data cohort --split test "
+                    "--ood-split train --out model_calibrated.safetensors")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors); only read")
     p.add_argument("--data", required=True, help="labelled cohort root (OAI-ZIB-CM layout or a generic folder)")
     p.add_argument("--labels", help="labels table for a generic folder")
@@ -26,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ood-data", help="cohort root of --ood-split when it is another cohort (default: --data)")
     p.add_argument("--out", required=True, help="the new checkpoint (.safetensors)")
     p.add_argument("--seed", type=int, default=0, help="seed of the grouped half split (default 0)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto = CUDA, then MPS, else CPU")
+    p.add_argument("--batch-size", type=int, default=2, help="volumes per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=run)
 
