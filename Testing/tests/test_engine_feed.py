@@ -159,3 +159,37 @@ def test_scores_equal_the_previous_path_within_float_rounding(tmp_path, checkpoi
             for col in ("oa_prob", *[f"kl_prob_{g}" for g in range(5)]):
                 assert abs(float(row[col]) - float(old[col])) < 1e-5, (col, row, old)
             assert row["pred_kl"] == old["pred_kl"] and row["pred_oa"] == old["pred_oa"]
+
+
+def test_predict_through_the_feed_equals_the_cached_path_and_the_previous_preprocessing(tmp_path, checkpoint):
+    from kneeoa.data.cohort import Case
+    from kneeoa.engine.inference import input_shape_of, load_model, predict_cases
+
+    files = volume_folder(tmp_path / "c", 4, shape=(23, 19, 17))
+    cases = [Case(case_id=f"k{i}", image=p, kl=i % 5) for i, p in enumerate(files)]
+    model, card = load_model(checkpoint, torch.device("cpu"))
+    shape = input_shape_of(model, card)
+    fed = predict_cases(model, cases, shape, torch.device("cpu"), batch_size=3)
+    cached = predict_cases(model, cases, shape, torch.device("cpu"), batch_size=2, cache_dir=tmp_path / "cache")
+    assert fed["case_id"] == cached["case_id"] == [c.case_id for c in cases]
+    np.testing.assert_array_equal(fed["kl"], cached["kl"])
+    np.testing.assert_allclose(fed["oa_prob"], cached["oa_prob"], atol=1e-6)
+    with torch.no_grad():
+        before = [model(reference.preprocess_reference(*reference.read_reference(p), shape)[None]) for p in files]
+    from kneeoa.models.heads import probabilities
+
+    old = np.array([float(probabilities(out)["oa_prob"].reshape(-1)[0]) for out in before])
+    np.testing.assert_allclose(fed["oa_prob"], old, atol=1e-5)
+
+
+def test_an_unreadable_case_stops_an_evaluation_with_its_name(tmp_path, checkpoint):
+    from kneeoa.data.cohort import Case
+    from kneeoa.engine.inference import load_model, predict_cases
+    from kneeoa.errors import InputError
+
+    files = volume_folder(tmp_path / "c", 2)
+    files[1].write_bytes(files[1].read_bytes()[:100])
+    model, card = load_model(checkpoint, torch.device("cpu"))
+    with pytest.raises(InputError, match=files[1].name):
+        predict_cases(model, [Case(case_id=f"k{i}", image=p, kl=1) for i, p in enumerate(files)], (16, 16, 16),
+                      torch.device("cpu"))

@@ -59,7 +59,7 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
     was_training = model.training
     model.eval()  # BatchNorm running stats, dropout off: the samples of a batch stay independent
     try:
-        x = preprocess_volume(volume, shape, reorient=_reorient(model)).to(device=device, dtype=torch.float32)[None]
+        x = preprocess_volume(volume, shape, device=device, reorient=_reorient(model))[None]  # made on the device
         head, index = resolve_target(model, x, target)
         forward = ScalarTarget(model, head=head)
         if method in SMOOTHGRAD_PRODUCTS:

@@ -63,7 +63,10 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     trusted = load_trust_predictor(checkpoint, card, trust)
     warnings_, features = trusted.inspect(image.array, image.affine) if trusted is not None else ([], None)
     say("predicting")
-    x = preprocess_volume(image, shape, reorient=reorient_of(model))[None].to(dev)
+    from kneeoa.engine.feed import model_dtype
+
+    # on the model's device: on CUDA the z-score and resize run on the GPU (kneeoa.data.resample)
+    x = preprocess_volume(image, shape, device=dev, dtype=model_dtype(model), reorient=reorient_of(model))[None]
     with oom_guard(dev, "grading"):
         out = batch_outputs(model, x)
     if not finite_rows(out)[0]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,38 +116,28 @@ def predictions(outputs: dict[str, np.ndarray | None], embedding: bool = False) 
     return found
 
 
-def predict_loader(model: Any, loader: Iterable[dict], device: Any, amp_ctx_factory: Any = None,
-                   channels_last: bool = False) -> Iterator[tuple[dict, dict]]:
-    """Yield (batch, outputs) for each batch of a CohortDataset-style loader."""
-    import torch
-
-    for batch in loader:
-        x = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        yield batch, batch_outputs(model, x, amp_ctx_factory() if amp_ctx_factory else None)
-
-
 def predict_cases(model: Any, cases: list, input_shape: tuple[int, int, int], device: Any, batch_size: int = 2,
                   workers: int = 0, cache_dir: str | Path | None = None, amp: str = "none") -> dict[str, Any]:
-    """Run a model over cohort cases; arrays in case order plus 'case_id', 'kl' (-1 unknown), 'oa'."""
-    from torch.utils.data import DataLoader
+    """Run a model over cohort cases; arrays in case order plus 'case_id', 'kl' (-1 unknown), 'oa'.
 
-    from kneeoa.data.preprocess import CohortDataset
+    With `cache_dir` the preprocessed tensors come from the cache (`CohortDataset`); without it the
+    volumes go through the scoring feed (`kneeoa.engine.feed`: on CUDA decoded by the workers and
+    preprocessed on the GPU). An unreadable case raises: an evaluation split must be whole.
+    """
     from kneeoa.engine.devices import autocast, oom_guard
 
-    dataset = CohortDataset(cases, tuple(input_shape), cache_dir=cache_dir, reorient=reorient_of(model))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    batches = (_cached_batches(model, cases, input_shape, device, batch_size, workers, cache_dir)
+               if cache_dir is not None else _feed_batches(model, cases, input_shape, device, batch_size, workers))
     parts: dict[str, list] = {}
     was_training = model.training
     model.eval()
     try:
         with oom_guard(device, "inference", batch_size):
-            for batch, outputs in predict_loader(model, loader, device, lambda: autocast(device, amp)):
-                parts.setdefault("case_id", []).extend(batch["case_id"])
-                parts.setdefault("kl", []).append(batch["kl"].numpy())
-                parts.setdefault("oa", []).append(batch["oa"].numpy())
+            for case_ids, kl, oa, x in batches:
+                outputs = batch_outputs(model, x, autocast(device, amp))
+                parts.setdefault("case_id", []).extend(case_ids)
+                parts.setdefault("kl", []).append(kl)
+                parts.setdefault("oa", []).append(oa)
                 for key, value in outputs.items():
                     if value is not None:
                         parts.setdefault(key, []).append(value)
@@ -157,6 +147,38 @@ def predict_cases(model: Any, cases: list, input_shape: tuple[int, int, int], de
     for key in ("kl", "oa", "kl_probs", "oa_prob", "oa_prob_from_kl", "embedding"):
         result[key] = np.concatenate(parts[key]) if key in parts else None
     return result
+
+
+def _cached_batches(model: Any, cases: list, input_shape: tuple[int, int, int], device: Any, batch_size: int,
+                    workers: int, cache_dir: str | Path) -> Iterator[tuple[list, np.ndarray, np.ndarray, Any]]:
+    from torch.utils.data import DataLoader
+
+    from kneeoa.data.preprocess import CohortDataset
+
+    dataset = CohortDataset(cases, tuple(input_shape), cache_dir=cache_dir, reorient=reorient_of(model))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=max(0, int(workers)),
+                        pin_memory=device.type == "cuda")
+    for batch in loader:
+        yield (list(batch["case_id"]), batch["kl"].numpy(), batch["oa"].numpy(),
+               batch["image"].to(device, non_blocking=True))
+
+
+def _feed_batches(model: Any, cases: list, input_shape: tuple[int, int, int], device: Any, batch_size: int,
+                  workers: int) -> Iterator[tuple[list, np.ndarray, np.ndarray, Any]]:
+    from kneeoa.engine import feed
+    from kneeoa.errors import InputError
+
+    spec = feed.InputSpec(tuple(input_shape), reorient_of(model), feed.model_dtype(model))
+    items = [(str(i), str(case.image)) for i, case in enumerate(cases)]
+    for batch in feed.iterate_batches(items, spec, device, int(workers), batch_size):
+        good, x = feed.stack_inputs(batch, spec, device)
+        failed = [item["error"] for item in batch if item["error"]]
+        if failed:
+            raise InputError(failed[0])
+        chosen = [cases[int(item["key"])] for item in good]
+        kl = np.array([-1 if c.kl is None else int(c.kl) for c in chosen], dtype=np.int64)
+        oa = np.array([-1 if c.kl is None else int(c.oa) for c in chosen], dtype=np.int64)
+        yield [c.case_id for c in chosen], kl, oa, x
 
 
 def evaluation_metrics(result: dict[str, Any]) -> dict[str, float]:
