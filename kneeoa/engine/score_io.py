@@ -57,7 +57,15 @@ class RowWriter:
         self._dirty = False
 
     def write(self, line: str) -> None:
-        os.write(self._fd, (line.rstrip("\n") + "\n").encode("utf-8"))
+        import errno
+
+        from kneeoa.utils.atomic import naming
+
+        data = (line.rstrip("\n") + "\n").encode("utf-8")
+        with naming(self.path):  # a full disk names the table, not "(file unknown)"
+            written = os.write(self._fd, data)
+            if written != len(data):  # a full disk may take part of the row without an error: say so
+                raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written (disk full?)")
         self._dirty = True
         if time.monotonic() - self._synced >= self.sync_every_s:
             self.sync()
