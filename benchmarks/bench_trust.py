@@ -180,6 +180,7 @@ def ood_rows(checkpoint: Path, cases: list, n_shift: int) -> dict:
     from kneeoa.data.preprocess import preprocess_volume
     from kneeoa.data.volume import read_volume
     from kneeoa.engine.inference import batch_outputs, input_shape_of, load_model, reorient_of
+    from kneeoa.trust.ood import combined_score
     from kneeoa.trust.predict import load_trust_predictor
 
     model, card = load_model(checkpoint, torch.device("cpu"))
@@ -187,8 +188,7 @@ def ood_rows(checkpoint: Path, cases: list, n_shift: int) -> dict:
     trusted = load_trust_predictor(checkpoint, card)
     rng = np.random.default_rng(0)
 
-    emb_ref = np.median(trusted.stats.ood.heldout)
-    img_ref = np.median(trusted.stats.image_ood.heldout)
+    dims = [len(trusted.stats.ood.mean), len(trusted.stats.image_ood.mean)]
 
     def score(volumes: list) -> dict[str, np.ndarray]:
         x = torch.stack([preprocess_volume(v, shape, reorient=reorient_of(model)) for v in volumes])
@@ -199,8 +199,7 @@ def ood_rows(checkpoint: Path, cases: list, n_shift: int) -> dict:
         emb = np.array([r["ood_score"] for r in rows])
         img = np.array([r["ood_image_score"] for r in rows])
         env = np.array([bool(w) for w in warn])
-        # one continuous score for the AUROC: the larger of the two distances in units of their held-out median
-        both = np.maximum(emb / emb_ref, img / img_ref)
+        both = combined_score([emb, img], dims)  # the score the reported p-value is computed from
         return {"emb": emb, "img": img, "both": both, "env": env, "flag": np.array([r["ood_flag"] for r in rows]),
                 "p_flag": np.array([r["ood_p"] <= trusted.ood_alpha for r in rows])}
 
@@ -236,10 +235,27 @@ def overhead_row(checkpoint: Path, image: Path, work: Path, repeats: int) -> dic
     with safe_open(str(checkpoint), framework="pt") as fh:
         tensors = {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith(TENSOR_PREFIX)}
     save_file(tensors, str(plain), metadata={CARD_KEY: json.dumps(card), "format": "pt"})
-    fns = [lambda: grade_volume(image, checkpoint, device="cpu"), lambda: grade_volume(image, plain, device="cpu")]
-    (t_trust, r), (t_plain, _) = interleaved_best(fns, repeats, lambda: None)
+    from kneeoa.data.volume import read_volume
+    from kneeoa.engine.inference import batch_outputs, input_shape_of, load_model
+    from kneeoa.trust.predict import load_trust_predictor
+
+    model, card = load_model(checkpoint, "cpu")
+    vol = read_volume(image)
+    from kneeoa.data.preprocess import preprocess_volume
+
+    out = batch_outputs(model, preprocess_volume(vol, input_shape_of(model, card))[None])
+
+    def trust_only():  # exactly what grade_volume adds: load the statistics, check the volume, apply them
+        trusted = load_trust_predictor(checkpoint, card)
+        warned, feats = trusted.inspect(vol.array, vol.affine)
+        return trusted(out["kl_probs"], out["oa_prob"], out["embedding"], [warned], feats[None])
+
+    fns = [lambda: grade_volume(image, checkpoint, device="cpu"), lambda: grade_volume(image, plain, device="cpu"),
+           trust_only]
+    (t_trust, r), (t_plain, _), (t_only, _) = interleaved_best(fns, repeats, lambda: None)
     assert r["trust"] is not None
-    return {"grade_s_with_trust": t_trust, "grade_s_without": t_plain, "overhead": t_trust / t_plain - 1,
+    return {"grade_s_with_trust": t_trust, "grade_s_without": t_plain, "trust_part_s": t_only,
+            "trust_share_of_grade": t_only / t_plain, "overhead_difference": t_trust / t_plain - 1,
             "checkpoint_bytes_with_trust": checkpoint.stat().st_size, "checkpoint_bytes_without": plain.stat().st_size}
 
 

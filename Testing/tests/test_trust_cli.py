@@ -110,3 +110,25 @@ def test_an_uncalibrated_checkpoint_grades_as_before_with_trust_null(phantom_coh
     res = tmp_path / "g.json"
     assert run_main(monkeypatch, "grade", str(image), "--checkpoint", str(ckpt), "--result-json", str(res)) == 0
     assert json.loads(res.read_text())[names.TRUST_KEY] is None
+
+
+def test_study_report_trust_section_from_the_predictions_folder(calibrated_run, phantom_cohort, tmp_path,
+                                                                 monkeypatch):
+    from kneeoa.report.html import Figure, Table, render_report
+    from kneeoa.report.trust import trust_section
+
+    assert run_main(monkeypatch, "predict", "--checkpoint", str(calibrated_run), "--data", str(phantom_cohort),
+                    "--out", str(tmp_path / "predictions")) == 0
+    section = trust_section(tmp_path, ["resnet3d_dual", "resnet3d_single_oa"])
+    assert "Not calibrated (no trust file): resnet3d_single_oa" in section.text
+    tables = [i for i in section.items if isinstance(i, Table)]
+    calib, coverage, triage = tables
+    assert {(r["model"], r["head"]) for r in calib.rows} == {("resnet3d_dual", "OA"), ("resnet3d_dual", "KL")}
+    assert all(r["ece_raw"] >= 0 and r["nll_cal"] > 0 for r in calib.rows)
+    overall = [r for r in coverage.rows if r["true KL"] == "all"][0]
+    assert overall["n"] == 6 and 0 <= overall["coverage"] <= 1 and 1 <= overall["mean set size"] <= 5
+    assert sum(r["n"] for r in coverage.rows if r["true KL"] != "all") == 6
+    assert len(triage.rows) == 6 and [r["flag"] for r in triage.rows] == sorted((r["flag"] for r in triage.rows),
+                                                                               reverse=True)
+    assert sum(isinstance(i, Figure) for i in section.items) == 2  # reliability of the one model + OOD histogram
+    assert "Trust: calibration, sets, out-of-distribution" in render_report("r", [section])

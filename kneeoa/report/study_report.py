@@ -92,6 +92,10 @@ def build_study_report(out: Path, cohort, analyses: dict[str, Any], preset: str,
     from kneeoa.report.paper_figures import paper_sections
 
     sections += paper_sections(out, analyses)  # the paper's per-model, per-task and manifold figures
+    from kneeoa.contracts.vocab import model_name
+    from kneeoa.report.trust import trust_section
+
+    sections.append(trust_section(out, [model_name(r["backbone"], r["variant"]) for r in analyses["metrics"]]))
     sections.append(saliency_section(analyses["saliency"], figures, overlay_grid_png))
     files = sorted(p.relative_to(out).as_posix() for p in tables.glob("*.csv"))
     sections.append(Section("Files", "<ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in files)

@@ -95,8 +95,9 @@ def calibrated(kl_probs: np.ndarray | None, oa_prob: np.ndarray, temps: Temperat
 # --- metrics -----------------------------------------------------------------------------------------------
 
 def _as_two_class(p: np.ndarray) -> np.ndarray:
+    """(n,) P(positive) -> (n, 2); (n, K) rows renormalised (CSV round trips leave sums of 1 +- 1e-8)."""
     p = np.asarray(p, dtype=np.float64)
-    return np.stack([1.0 - p, p], -1) if p.ndim == 1 else p
+    return np.stack([1.0 - p, p], -1) if p.ndim == 1 else p / p.sum(-1, keepdims=True)
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -81,7 +81,7 @@ def fit_trust(model: Any, card: dict, cal_cases: list, input_shape: tuple[int, i
     temps = fit_temperatures(t_res["kl_probs"], t_res["oa_prob"], t_res["kl"], oa_head)
     fit_res = run(fit_cases) if fit_cases else t_res
     # with training knees to fit on, every calibration knee is held out from the fit: all are the reference
-    ref_cases = graded if fit_cases else conf_cases
+    ref_cases = [*temp_cases, *conf_cases] if fit_cases else conf_cases  # the order of ref_emb: knee by knee
     ref_emb = np.concatenate([t_res["embedding"], c_res["embedding"]]) if fit_cases else c_res["embedding"]
     ood = fit_ood(fit_res["embedding"], ref_emb)
     fit_stats, fit_feats = read_facts(fit_cases or temp_cases)
@@ -93,7 +93,7 @@ def fit_trust(model: Any, card: dict, cal_cases: list, input_shape: tuple[int, i
             "ood": {"n_fit": len(fit_cases) if fit_cases else len(temp_cases),
                     "fit_on": "training knees" if fit_cases else "calibration knees (temperature half)",
                     "reference": f"{len(ref_cases)} held-out calibration knees",
-                    "detectors": "embedding and image-statistics Mahalanobis; p = min(1, 2 min(p1, p2))"}}
+                    "detectors": "embedding and image-statistics Mahalanobis; p-value of max(d / sqrt(dim))"}}
     return TrustStats(temperatures=temps, has_oa_head=oa_head, cal_kl_probs=c_res["kl_probs"],
                       cal_oa_prob=c_res["oa_prob"], cal_kl=c_res["kl"], ood=ood, image_ood=image_ood,
                       envelope=envelope, info=info)

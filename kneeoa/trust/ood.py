@@ -52,4 +52,11 @@ def fit_ood(train_embeddings: np.ndarray, heldout_embeddings: np.ndarray | None 
     lw = LedoitWolf().fit(train)
     model = OODModel(mean=lw.location_.copy(), precision=lw.precision_.copy(), heldout=np.zeros(0))
     ref = train if heldout_embeddings is None or len(heldout_embeddings) == 0 else heldout_embeddings
-    return OODModel(mean=model.mean, precision=model.precision, heldout=np.sort(model.distance(ref)))
+    return OODModel(mean=model.mean, precision=model.precision, heldout=model.distance(ref))  # in knee order
+
+
+def combined_score(distances: list[np.ndarray], dims: list[int]) -> np.ndarray:
+    """One score from several detectors: the largest distance in units of sqrt(dimension) (the typical
+    Mahalanobis distance of a d-dimensional in-distribution point). The scale does not depend on any data,
+    so the p-value of the combined score against the same knees' combined scores stays a conformal one."""
+    return np.max([np.asarray(d, dtype=np.float64) / np.sqrt(k) for d, k in zip(distances, dims)], axis=0)

@@ -16,6 +16,7 @@ from kneeoa.contracts import trust as names
 from kneeoa.hierarchy import OA_THRESHOLD
 from kneeoa.trust.calibration import apply_temperature_kl, apply_temperature_oa, calibrated
 from kneeoa.trust.conformal import fit_sets, two_class
+from kneeoa.trust.ood import combined_score
 from kneeoa.trust.store import TrustStats
 
 
@@ -57,9 +58,12 @@ class TrustPredictor:
         p_val = ood.p_value(dist) if dist is not None else None
         img = self.stats.image_ood
         img_dist = img.distance(image_features) if (img is not None and image_features is not None) else None
-        if img_dist is not None:  # either detector may fire: Bonferroni keeps the false-flag rate <= alpha
-            p_img = img.p_value(img_dist)
-            p_val = p_img if p_val is None else np.minimum(1.0, 2.0 * np.minimum(p_val, p_img))
+        if img_dist is not None and dist is not None and len(img.heldout) == len(ood.heldout):
+            # either detector may fire: one conformal p-value of the combined score, reference knee by knee
+            dims = [len(ood.mean), len(img.mean)]
+            ref = combined_score([ood.heldout, img.heldout], dims)
+            score = combined_score([dist, img_dist], dims)
+            p_val = (1.0 + (ref[None, :] >= score[:, None]).sum(1)) / (len(ref) + 1.0)
         warn = envelope_warnings or [[] for _ in range(n)]
         rows = []
         for i in range(n):
