@@ -26,8 +26,9 @@ from kneeoa.utils import strict_json
 
 def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbones=None, variants=VARIANTS,
               overrides: dict | None = None, saliency_cases: int = 4, resamples: int = 10_000,
-              saliency_method: str = "smoothgrad") -> dict[str, Any]:
-    """Run (or finish) a study; returns {'report': path, 'timings': {...}, ...}."""
+              saliency_method: str = "smoothgrad", segmenter: str | Path | None = None) -> dict[str, Any]:
+    """Run (or finish) a study; returns {'report': path, 'timings': {...}, ...}. With `segmenter`, test cases
+    without masks get automatic ones for the saliency overlap, and the report gains a segmentation section."""
     from kneeoa.data.cohort import CohortWarning, load_cohort
 
     out = Path(out)
@@ -39,11 +40,11 @@ def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbone
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CohortWarning)
         return _run_study(cohort, data, out, preset, backbones, variants, overrides, saliency_cases, resamples,
-                          saliency_method)
+                          saliency_method, segmenter)
 
 
 def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, saliency_cases, resamples,
-               saliency_method) -> dict[str, Any]:
+               saliency_method, segmenter=None) -> dict[str, Any]:
     if not cohort.split("train") or not cohort.split("test"):
         raise ConfigError("a study needs graded train and test cases (an OAI-ZIB-CM style cohort)", data)
     overrides = {"cache_dir": str(out / "cache"), **(overrides or {})}
@@ -60,7 +61,10 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
             timings[name] = round(time.perf_counter() - t0, 1)
             progress.update(1, model=name, seconds=timings[name])
     t0 = time.perf_counter()
-    analyses = run_analyses(cohort, out, checkpoints, saliency_cases, resamples, saliency_method)
+    analyses = run_analyses(cohort, out, checkpoints, saliency_cases, resamples, saliency_method, segmenter)
+    from kneeoa.segmentation.evaluation import study_segmentation
+
+    analyses["segmentation"] = study_segmentation(cohort, out, segmenter)
     timings["analyses"] = round(time.perf_counter() - t0, 1)
     from kneeoa.report.study_report import build_study_report
 
@@ -114,7 +118,7 @@ def _stale_predictions(preds_csv: Path, test_cases: list) -> bool:
 
 
 def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases: int, resamples: int,
-                 saliency_method: str) -> dict[str, Any]:
+                 saliency_method: str, segmenter: str | Path | None = None) -> dict[str, Any]:
     """Statistics, latent geometry and saliency over whatever models the study holds."""
     from kneeoa.analysis.compare import compare_dual_vs_single, write_stats_csv
     from kneeoa.analysis.latent import analyse_files, write_latent_outputs
@@ -140,7 +144,7 @@ def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases
     latent_paths = write_latent_outputs(latent, tables)
     figures.mkdir(parents=True, exist_ok=True)
     latent_paths["figure"].replace(figures / "pca_grid.png")  # one figure folder for the report
-    saliency = run_saliency(cohort, out, checkpoints, saliency_cases, saliency_method)
+    saliency = run_saliency(cohort, out, checkpoints, saliency_cases, saliency_method, segmenter)
     return {"metrics": metric_rows, "stats": stats, "latent": [r["row"] for r in latent], "saliency": saliency}
 
 
@@ -149,14 +153,16 @@ def _split_model(name: str) -> dict[str, str]:
     return {"backbone": backbone, "variant": variant}
 
 
-def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, method: str) -> dict[str, Any]:
+def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, method: str,
+                 segmenter: str | Path | None = None) -> dict[str, Any]:
     """Saliency maps of the first `n_cases` masked test cases for every model; mean overlap per model."""
     from kneeoa.analysis.saliency_job import SaliencyCase, run_saliency_cases
     from kneeoa.data.tables import write_table
     from kneeoa.engine.devices import resolve_device
     from kneeoa.engine.inference import load_model
 
-    cases = [SaliencyCase(c.case_id, c.image, c.mask, c.kl) for c in cohort.split("test") if c.mask][:n_cases]
+    cases = [SaliencyCase(c.case_id, c.image, c.mask, c.kl) for c in cohort.split("test") if c.mask or segmenter]
+    cases = cases[:n_cases]
     summary, maps = [], {}
     if not cases:
         return {"rows": [], "maps": {}, "cases": []}
@@ -164,7 +170,7 @@ def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, 
     for name, checkpoint in checkpoints.items():
         target_dir = out / "saliency" / name
         model, _card = load_model(checkpoint, device)
-        result = run_saliency_cases(model, cases, target_dir, method=method)
+        result = run_saliency_cases(model, cases, target_dir, method=method, segmenter=segmenter)
         maps[name] = result["maps"]
         rows = result["rows"]
         if rows:

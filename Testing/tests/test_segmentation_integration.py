@@ -45,3 +45,23 @@ def test_saliency_over_a_folder_without_masks_uses_automatic_masks(models, phant
     rows = [r for r in csv.DictReader((out / "saliency_overlap.csv").open()) if r["case_id"] != "mean"]
     assert len(rows) == 2 and {r["mask_source"] for r in rows} == {"automatic"}
     assert all((out / f"{r['case_id']}_seg.nii.gz").is_file() for r in rows)
+
+
+def test_the_report_section_holds_the_dice_table_the_outline_figure_and_the_severity_correlation(models,
+                                                                                               phantom_cohort,
+                                                                                               tmp_path):
+    from kneeoa.data.cohort import load_cohort
+    from kneeoa.report.html import Figure, Table
+    from kneeoa.report.segmentation import segmentation_section
+    from kneeoa.segmentation.evaluation import cohort_segmentation
+
+    result = cohort_segmentation(load_cohort(phantom_cohort), tmp_path, models[1], n_cases=6)
+    assert (tmp_path / "tables" / "segmentation_dice.csv").is_file()
+    assert (tmp_path / "figures" / "segmentation_outlines.png").is_file()
+    assert set(result["spearman"]) == {"automatic", "reference"} and result["spearman"]["reference"]["n"] == 6
+    section = segmentation_section(result)
+    table = next(i for i in section.items if isinstance(i, Table))
+    assert [r["label"] for r in table.rows] == ["femur", "femoral_cartilage", "tibia", "medial_tibial_cartilage",
+                                                "lateral_tibial_cartilage"]
+    assert any(isinstance(i, Figure) for i in section.items) and "Spearman rho" in section.text
+    assert segmentation_section(None) is None

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kneeoa.contracts.vocab import VARIANTS
     from kneeoa.data.phantom import generate_cohort
+    from kneeoa.segmentation.evaluation import bundled_segmenter
     from kneeoa.study import run_study
 
     t0 = time.perf_counter()
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     # every demo model is calibrated on a fifth of its training knees, so the report has its trust section
     overrides = {"calibration_fraction": DEMO_CALIBRATION_FRACTION, **({"epochs": args.epochs} if args.epochs else {})}
     result = run_study(data, out / "study", preset="quick", backbones=tuple(args.backbones.split(",")),
-                       variants=VARIANTS, overrides=overrides)
+                       variants=VARIANTS, overrides=overrides, segmenter=bundled_segmenter())
     minutes = (time.perf_counter() - t0) / 60
     print(f"\nKneeOA demo finished in {minutes:.1f} min.\n  phantom cohort: {data}\n"
           f"  study folder:   {out / 'study'}\n  report:         {Path(result['report']).resolve()}\n"

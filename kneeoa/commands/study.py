@@ -40,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=DEVICES, help="auto = CUDA, then MPS, else CPU (default: the preset's)")
     p.add_argument("--saliency-cases", type=int, default=4, help="test cases explained per model (official)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--segmenter", help="segmenter (.safetensors): automatic masks where a test case has none, and "
+                                       "a segmentation section (Dice, outlines, thickness) in the report")
     cv = p.add_argument_group("cross-validation (--protocol cv)")
     cv.add_argument("--protocol", choices=PROTOCOLS, default="official",
                     help="official = the published split (default); cv = K folds x S seeds")
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_study(args.data, args.out, preset=args.preset, backbones=tuple(args.backbones.split(",")),
                        variants=tuple(args.variants.split(",")), overrides=overrides_from(args),
-                       saliency_cases=args.saliency_cases, resamples=args.resamples)
+                       saliency_cases=args.saliency_cases, resamples=args.resamples, segmenter=args.segmenter)
     print(f"report: {result['report']}")
     return 0
 

@@ -97,6 +97,9 @@ def build_study_report(out: Path, cohort, analyses: dict[str, Any], preset: str,
 
     sections.append(trust_section(out, [model_name(r["backbone"], r["variant"]) for r in analyses["metrics"]]))
     sections.append(saliency_section(analyses["saliency"], figures, overlay_grid_png))
+    from kneeoa.report.segmentation import segmentation_section
+
+    sections += [s for s in [segmentation_section(analyses.get("segmentation"))] if s is not None]
     files = sorted(p.relative_to(out).as_posix() for p in tables.glob("*.csv"))
     sections.append(Section("Files", "<ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in files)
                             + "</ul>"))

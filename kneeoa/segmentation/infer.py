@@ -46,15 +46,19 @@ def labels_on_grid(probs: Any, shape: tuple[int, int, int]) -> np.ndarray:
     return label.numpy()
 
 
-def segment_volume(model: Any, card: dict, volume: Any, device: Any = "cpu", sw_batch_size: int = 2,
+def segment_volume(model: Any, card: dict, volume: Any, device: Any = "cpu", sw_batch_size: int | None = None,
                    amp: str = "none", knee_side: str | None = None) -> np.ndarray:
     """uint8 label map (0-5) of `volume` on its own (i, j, k) grid. With `knee_side` ('left'/'right') the
-    medial/lateral tibial plates are assigned by anatomy (`postprocess.plates_by_knee_side`)."""
+    medial/lateral tibial plates are assigned by anatomy (`postprocess.plates_by_knee_side`). Windows per
+    forward pass: `sw_batch_size`, else 1 on the CPU (least memory; a CPU gains nothing from batching) and the
+    card's value on an accelerator."""
     import torch
 
     from kneeoa.segmentation.data import prepare_image
 
     device = torch.device(device) if isinstance(device, str) else device
+    if sw_batch_size is None:
+        sw_batch_size = 1 if device.type == "cpu" else int(card["sliding_window"].get("batch_size", 2))
     x = prepare_image(volume, card["preprocessing"]["spacing_mm"])
     probs = predict_probabilities(model, x, card, device, sw_batch_size, amp)
     del x

@@ -19,7 +19,7 @@ PRESETS: dict[str, dict] = {
     # UNet: the only one of the three MONAI networks that learnt the cartilage plates within the quick budget
     # (README "Segmentation": measured comparison with SegResNet and DynUNet at equal CPU time)
     "quick": {
-        "arch": "unet", "width": 8, "spacing_mm": None,  # native spacing: the phantom is already isotropic
+        "arch": "unet", "width": 8, "spacing_mm": None,  # train at the data's own spacing; scans are resampled to its median
         "patch": [48, 48, 48], "samples_per_volume": 2, "class_ratios": [0.5, 0.5, 1.0, 0.5, 1.0, 1.0],
         "epochs": 30, "lr": 3e-3, "weight_decay": 1e-5, "batch_size": 4, "seed": 0,
         "sw_overlap": 0.5, "sw_batch_size": 2, "device": "auto", "amp": "none", "workers": 0, "cache_rate": 1.0,

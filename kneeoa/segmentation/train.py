@@ -92,6 +92,24 @@ def _seed_epoch(seed: int, epoch: int, transform: Any) -> None:
     transform.set_random_state(seed=value)
 
 
+def median_spacing(cases: list, at_most: int = 50) -> list[float]:
+    """Median voxel spacing (mm) of the training images, from headers where the format allows."""
+    import numpy as np
+
+    from kneeoa.data.volume import NIFTI_SUFFIXES, read_volume, volume_suffix
+
+    spacings = []
+    for case in cases[:at_most]:
+        if volume_suffix(case.image) in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            affine = np.asarray(nib.load(str(case.image)).affine)
+        else:
+            affine = read_volume(case.image).affine
+        spacings.append(np.linalg.norm(affine[:3, :3], axis=0))
+    return [round(float(v), 5) for v in np.median(np.asarray(spacings), axis=0)]
+
+
 def poly_lr(base: float, epoch: int, epochs: int) -> float:
     """nnU-Net's polynomial decay: base * (1 - epoch / epochs) ** 0.9."""
     return float(base) * (1.0 - epoch / max(epochs, 1)) ** 0.9
@@ -117,6 +135,7 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any) -> dict:
     train_cases = _segmented_cases(cohort, "train")
     if not train_cases:
         raise InputError("no training cases with masks (labelsTr/ or a mask per image)", cfg["data"])
+    cfg = {**cfg, "model_spacing_mm": cfg["spacing_mm"] or median_spacing(train_cases)}
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     torch.manual_seed(cfg["seed"])
     model = build_segmenter(cfg["arch"], cfg["width"]).to(device)
