@@ -58,6 +58,7 @@ class KneeOAGradingParameterNode:
     cartilage: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007 (wrapper needs Union)
     checkpoint: Path  # empty: the bundled demo model
     segmenter: Path  # empty: the bundled demo segmenter
+    segmentMissing: bool = True  # grading segments volumes without a cartilage mask
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     saliencyMethod: Annotated[str, Choice(list(grading.SALIENCY_CHOICES))] = SALIENCY_METHODS[0]
     target: Annotated[str, Choice(list(SALIENCY_TARGETS))] = "auto"
@@ -205,9 +206,19 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
         text = str(checkpoint or "").strip()
         return None if text in ("", ".") else Path(text)
 
-    def gradingOptions(self, checkpoint=None, device="auto", saliencyMethod="smoothgrad", target="auto"):
+    def gradingOptions(self, checkpoint=None, device="auto", saliencyMethod="smoothgrad", target="auto",
+                       segmenter=None, segmentMissing=False):
+        """`segmentMissing`: volumes without a cartilage mask are segmented as they are graded (the chosen
+        `segmenter` or the bundled one; skipped quietly when neither exists)."""
         path = grading.resolve_checkpoint(self.checkpointPath(checkpoint), __file__)
-        return grading.GradingOptions(path, saliency_method=saliencyMethod, target=target, device=device)
+        seg = None
+        if segmentMissing:
+            try:
+                seg = self.segmenterPath(segmenter)
+            except Exception:  # no segmenter chosen and none bundled: grade without automatic masks
+                seg = None
+        return grading.GradingOptions(path, saliency_method=saliencyMethod, target=target, device=device,
+                                      segmenter=seg)
 
     def readCard(self, checkpoint=None):
         """The model card of a checkpoint (or of the demo model); None if it cannot be read yet."""

@@ -157,6 +157,7 @@ def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, 
                  segmenter: str | Path | None = None) -> dict[str, Any]:
     """Saliency maps of the first `n_cases` masked test cases for every model; mean overlap per model."""
     from kneeoa.analysis.saliency_job import SaliencyCase, run_saliency_cases
+    from kneeoa.contracts.segmentation import MASK_SOURCE_COLUMN, MASK_SOURCES
     from kneeoa.data.tables import write_table
     from kneeoa.engine.devices import resolve_device
     from kneeoa.engine.inference import load_model
@@ -174,9 +175,10 @@ def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, 
         maps[name] = result["maps"]
         rows = result["rows"]
         if rows:
-            numeric = [k for k in rows[0] if k not in ("case_id", "kl", "target")]
+            numeric = [k for k in rows[0] if k not in ("case_id", "kl", "target", MASK_SOURCE_COLUMN)]
             mean = {k: sum(float(r[k]) for r in rows) / len(rows) for k in numeric}
-            summary.append({**_split_model(name), "n_cases": len(rows), **mean})
+            automatic = sum(r[MASK_SOURCE_COLUMN] == MASK_SOURCES[1] for r in rows)
+            summary.append({**_split_model(name), "n_cases": len(rows), "n_automatic_masks": automatic, **mean})
     if summary:
         write_table(out / "tables" / "saliency_overlap.csv", summary, list(dict.fromkeys(k for r in summary for k in r)))
     return {"rows": summary, "maps": maps, "cases": cases}

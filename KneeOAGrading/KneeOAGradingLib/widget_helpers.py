@@ -21,7 +21,8 @@ class GradingQueue:
             return
         options = None
         with module_widget.showing_errors(_("Cannot start grading."), wait_cursor=False):
-            options = self.logic.gradingOptions(p.checkpoint, p.device, p.saliencyMethod, p.target)
+            options = self.logic.gradingOptions(p.checkpoint, p.device, p.saliencyMethod, p.target, p.segmenter,
+                                                p.segmentMissing)
         if options is None:
             return
         self._options = options

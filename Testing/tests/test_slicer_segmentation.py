@@ -91,3 +91,16 @@ def test_the_segmenter_is_the_chosen_file_or_the_bundled_demo(tmp_path):
         seg_glue.resolve_segmenter(tmp_path / "missing.safetensors", tmp_path / "Module.py")
     with pytest.raises(CheckpointError, match="demo segmenter is missing"):
         seg_glue.resolve_segmenter(None, tmp_path / "Module.py")
+
+
+def test_grading_a_volume_without_cartilage_segments_it_in_the_same_job(scene, segmenter, phantom_cohort, tmp_path):
+    from engine_helpers import tiny_checkpoint
+
+    image = read_volume(phantom_cohort / "imagesTs" / "oaizib_015_0000.nii.gz")
+    volume = nodes.volume_node_from_array(image.array, image.affine, "oaizib_015_0000", scene)
+    options = grading.GradingOptions(tiny_checkpoint(tmp_path / "g.safetensors"), saliency_method="saliency",
+                                     device="cpu", segmenter=segmenter)
+    out = grading.grade(volume, options, None, scene, timeout_s=180)
+    assert out.result["mask_source"] == "automatic" and out.overlap is not None
+    assert seg_glue.is_automatic(out.cartilage_node)
+    assert volume.GetNodeReference(seg_glue.ROLE_SEGMENTATION) is out.cartilage_node

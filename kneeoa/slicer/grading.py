@@ -56,12 +56,14 @@ def read_card_header(path: str | Path) -> dict:
 
 @dataclass
 class GradingOptions:
-    """What to run: checkpoint, saliency method ('none' = no map), target head, device."""
+    """What to run: checkpoint, saliency method ('none' = no map), target head, device; `segmenter`: a volume
+    without a cartilage mask is segmented by the same job (outlines + overlap from the automatic mask)."""
 
     checkpoint: Path
     saliency_method: str = SALIENCY_METHODS[0]
     target: str = "auto"
     device: str = "auto"
+    segmenter: Path | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("saliency method", self.saliency_method, SALIENCY_CHOICES),
@@ -89,6 +91,7 @@ class GradingFiles:
     mask: Path | None
     saliency: Path | None
     result_json: Path
+    segmentation: Path | None = None  # the automatic label map `kneeoa grade --segmenter` writes
 
 
 @dataclass
@@ -183,6 +186,9 @@ def prepare(volume_node: Any, options: GradingOptions, work_dir: str | Path, mas
                               saliency_out=files.saliency,
                               saliency_method=options.saliency_method if files.saliency else None,
                               target=options.target, device=options.device, python=python)
+    if mask_node is None and options.segmenter is not None:
+        files.segmentation = work_dir / "segmentation.nii.gz"
+        argv += ["--segmenter", str(options.segmenter), "--segmentation-out", str(files.segmentation)]
     return argv, files
 
 
@@ -213,8 +219,14 @@ def finish(files: GradingFiles, volume_node: Any, mask_node: Any = None, scene: 
     elif previous is not None:
         nodes.remove_node(previous, scene)
 
-    if mask_node is not None and mask_node.IsA("vtkMRMLSegmentationNode"):
+    from kneeoa.slicer import segmentation as seg_glue
+
+    if files.segmentation is not None and files.segmentation.is_file():
+        out.cartilage_node = seg_glue.automatic_segmentation_node(files.segmentation, volume_node, scene)
+    elif mask_node is not None and mask_node.IsA("vtkMRMLSegmentationNode"):
         out.cartilage_node = mask_node
+        if seg_glue.is_automatic(mask_node):  # made by "Segment knee": the overlap is from an automatic mask
+            result["mask_source"] = seg_glue.MASK_SOURCES[1]
     elif mask_node is not None:
         # A label map is shown as a segmentation we make (and refill when re-grading).
         old = results.result_node(volume_node, results.ROLE_CARTILAGE)

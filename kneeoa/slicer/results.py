@@ -65,6 +65,10 @@ def result_rows(result: dict) -> list[tuple[str, str]]:
     rows += [("KL grade consistent with OA head", p.consistent_kl), ("Heads agree", p.heads_agree)]
     rows += trust_view.trust_rows(result)
     rows += overlap_rows(p.overlap or {})
+    if result.get("mask_source"):  # which cartilage mask the overlap used: a reference or an automatic one
+        rows.append(("Cartilage mask", result["mask_source"]))
+    rows += [(f"Thickness {k.removesuffix('_mm').replace('_', ' ')} (mm)", v)
+             for k, v in (result.get("thickness") or {}).items()]
     if result.get("device"):
         batch = result.get("saliency_batch")
         rows.append(("Ran on", result["device"] + (f" (saliency {batch} samples at a time)" if batch else "")))

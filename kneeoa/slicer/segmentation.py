@@ -112,7 +112,6 @@ def finish(work_dir: Path, volume_node: Any, scene: Any = None) -> SegmentationR
     """Turn the job's label map into the volume's Segmentation node (refilled on a re-run) + thickness table."""
     import slicer
 
-    from kneeoa.slicer import nodes
 
     scene = scene if scene is not None else slicer.mrmlScene
     labels_path, result_json = work_dir / "labels.nii.gz", work_dir / "result.json"
@@ -120,22 +119,29 @@ def finish(work_dir: Path, volume_node: Any, scene: Any = None) -> SegmentationR
         raise JobError("the segmentation job wrote no result", work_dir)
     result = json.loads(result_json.read_text(encoding="utf-8"))
     result["seg_path"] = result["path"] = None  # temp files; the map now lives in the scene
-    from kneeoa.data.volume import read_volume
-
-    labels = read_volume(labels_path, is_label=True, allow_constant=True).array
+    seg = automatic_segmentation_node(labels_path, volume_node, scene)
     name = volume_node.GetName()
-    previous = volume_node.GetNodeReference(ROLE_SEGMENTATION)
-    seg = nodes.segmentation_from_labelmap(labels, nodes.ijk_to_ras(volume_node), f"{name} segmentation", scene,
-                                           node=previous)
-    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)  # grading.find_cartilage looks for this
-    seg.SetAttribute(AUTO_ATTRIBUTE, MASK_SOURCES[1])
-    apply_terminology(seg)
     table = volume_node.GetNodeReference(ROLE_THICKNESS_TABLE) or scene.AddNewNodeByClass(
         "vtkMRMLTableNode", f"{name} cartilage thickness")
     update_thickness_table(table, result)
-    volume_node.SetNodeReferenceID(ROLE_SEGMENTATION, seg.GetID())
     volume_node.SetNodeReferenceID(ROLE_THICKNESS_TABLE, table.GetID())
     return SegmentationResult(volume_node, seg, result, table)
+
+
+def automatic_segmentation_node(labels_path: Path, volume_node: Any, scene: Any) -> Any:
+    """The volume's automatic Segmentation node (refilled on a re-run) from a label map file on its grid."""
+    from kneeoa.data.volume import read_volume
+    from kneeoa.slicer import nodes
+
+    labels = read_volume(labels_path, is_label=True, allow_constant=True).array
+    previous = volume_node.GetNodeReference(ROLE_SEGMENTATION)
+    seg = nodes.segmentation_from_labelmap(labels, nodes.ijk_to_ras(volume_node),
+                                           f"{volume_node.GetName()} segmentation", scene, node=previous)
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)  # grading.find_cartilage looks for this
+    seg.SetAttribute(AUTO_ATTRIBUTE, MASK_SOURCES[1])
+    apply_terminology(seg)
+    volume_node.SetNodeReferenceID(ROLE_SEGMENTATION, seg.GetID())
+    return seg
 
 
 def is_automatic(mask_node: Any) -> bool:
