@@ -12,7 +12,8 @@ DEFAULTS = {"train": 120, "test": 40, "shape": (48, 48, 48), "seed": 0}
 
 
 DESCRIPTION = """The embedded default: a phantom cohort, the quick 3x3 study on it (3 backbones x Single-OA, Single-KL,
-Dual), its statistics, latent analysis and saliency, and one HTML report. Re-running resumes: finished
+Dual), its statistics, latent analysis and saliency, a segmentation section from the bundled demo
+segmenter (about 35 s), and one HTML report. Re-running resumes: finished
 models are not retrained. About 5 minutes on 2 idle cores; numbers depend on the machine and --threads.
 
 inputs:   none (the phantom is generated into OUT/phantom)
