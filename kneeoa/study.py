@@ -49,6 +49,7 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
         raise ConfigError("a study needs graded train and test cases (an OAI-ZIB-CM style cohort)", data)
     overrides = {"cache_dir": str(out / "cache"), **(overrides or {})}
     timings: dict[str, float] = {}
+    previous = _previous_timings(out)
     grid = [(b, v) for b in backbones for v in variants]
     checkpoints: dict[str, Path] = {}
     with Progress("study", total=len(grid), unit="model") as progress:
@@ -58,7 +59,7 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
             checkpoints[name] = _train_one(data, out / "models" / name, backbone, variant, preset, overrides)
             _predict_one(checkpoints[name], data, out / "predictions", name, overrides["cache_dir"],
                          cohort.split("test"))
-            timings[name] = round(time.perf_counter() - t0, 1)
+            timings[name] = _model_seconds(out / "models" / name, time.perf_counter() - t0, previous.get(name))
             progress.update(1, model=name, seconds=timings[name])
     t0 = time.perf_counter()
     analyses = run_analyses(cohort, out, checkpoints, saliency_cases, resamples, saliency_method, segmenter)
@@ -74,6 +75,27 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
     atomic_write_text(out / "study.json", strict_json.dumps({"preset": preset, "data": str(Path(data).resolve()),
                                                       "timings_s": timings, "report": str(report)}, indent=2))
     return {"report": report, "timings": timings, **analyses}
+
+
+def _previous_timings(out: Path) -> dict[str, float]:
+    """The timings an earlier run of this study recorded in study.json ({} when there is none)."""
+    try:
+        import json
+
+        timings = json.loads((out / "study.json").read_text(encoding="utf-8")).get("timings_s") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: float(v) for k, v in timings.items() if isinstance(v, (int, float))}
+
+
+def _model_seconds(run_dir: Path, elapsed: float, previous: float | None) -> float:
+    """A model's own compute time, kept across re-runs: a re-run that finds the model finished spends ~0 s on
+    it, so the time an earlier run recorded (study.json) counts, and never less than the epochs its run log
+    holds (an interrupted study has no study.json, but every finished epoch logged its time)."""
+    from kneeoa.engine.rundir import RunDir
+
+    logged = sum(float(row.get("time_s") or 0.0) for row in RunDir(run_dir).read_metrics())
+    return round(max(elapsed, previous or 0.0, logged), 1)
 
 
 def _train_one(data, run_dir: Path, backbone: str, variant: str, preset: str, overrides: dict) -> Path:

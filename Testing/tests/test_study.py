@@ -50,5 +50,10 @@ def test_tiny_study_writes_report_and_resumes(phantom_cohort, tmp_path):
     assert metrics["dual"]["kl_macro_f1"] is not None and metrics["single_oa"]["kl_macro_f1"] is None
     checkpoint = out / "models" / "resnet3d_dual" / "checkpoints" / "last.safetensors"
     before = checkpoint.stat().st_mtime_ns
-    run_study(phantom_cohort, out, backbones=("resnet3d",), overrides=overrides, saliency_cases=1, resamples=50)
+    again = run_study(phantom_cohort, out, backbones=("resnet3d",), overrides=overrides, saliency_cases=1,
+                      resamples=50)
     assert checkpoint.stat().st_mtime_ns == before  # finished models are not retrained
+    models = [k for k in result["timings"] if k != "analyses"]
+    # each model keeps the compute time of the run that trained it (the re-run itself spends ~0 s on it)
+    assert {k: again["timings"][k] for k in models} == {k: result["timings"][k] for k in models}
+    assert all(result["timings"][k] > 0 for k in models)
