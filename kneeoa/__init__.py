@@ -26,6 +26,12 @@ _LAZY = {
     "predict": "kneeoa.engine.predict:predict",
     "score_folder": "kneeoa.engine.score:score_folder",
     "score_volume": "kneeoa.engine.score:score_volume",
+    "train_segmenter": "kneeoa.segmentation.train:train_segmenter",
+    "load_segmenter": "kneeoa.segmentation.checkpoint:load_segmenter",
+    "segment_volume": "kneeoa.segmentation.infer:segment_volume",
+    "segment_file": "kneeoa.segmentation.folder:segment_file",
+    "segment_folder": "kneeoa.segmentation.folder:segment_folder",
+    "compartment_thickness": "kneeoa.segmentation.thickness:compartment_thickness",
 }
 
 

@@ -51,6 +51,7 @@ def test_five_labels_become_five_named_coloured_segments_with_terminology(scene)
     assert "SCT^71341001^Bone structure of femur" in found["Femur"][1]
 
 
+@pytest.mark.slow
 def test_segment_knee_runs_the_real_job_and_leaves_a_segmentation_grading_uses(scene, segmenter, phantom_cohort):
     image = read_volume(phantom_cohort / "imagesTs" / "oaizib_013_0000.nii.gz")
     volume = nodes.volume_node_from_array(image.array, image.affine, "oaizib_013_0000", scene)
@@ -93,6 +94,7 @@ def test_the_segmenter_is_the_chosen_file_or_the_bundled_demo(tmp_path):
         seg_glue.resolve_segmenter(None, tmp_path / "Module.py")
 
 
+@pytest.mark.slow
 def test_grading_a_volume_without_cartilage_segments_it_in_the_same_job(scene, segmenter, phantom_cohort, tmp_path):
     from engine_helpers import tiny_checkpoint
 
