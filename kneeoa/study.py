@@ -193,7 +193,8 @@ def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, 
     for name, checkpoint in checkpoints.items():
         target_dir = out / "saliency" / name
         model, _card = load_model(checkpoint, device)
-        result = run_saliency_cases(model, cases, target_dir, method=method, segmenter=segmenter)
+        result = run_saliency_cases(model, cases, target_dir, method=method, segmenter=segmenter,
+                                    overwrite=True)  # the study recomputes its maps on resume
         maps[name] = result["maps"]
         rows = result["rows"]
         if rows:

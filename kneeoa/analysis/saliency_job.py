@@ -52,7 +52,8 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
                        target: str | int = "auto", labels: tuple[int, ...] = CARTILAGE_LABELS,
                        input_shape: tuple[int, int, int] | None = None, n_samples: int = 8,
                        noise_std: float = 0.05, batch_size: int | None = None,
-                       ks: tuple[float, ...] | None = None, segmenter: str | Path | None = None) -> dict[str, Any]:
+                       ks: tuple[float, ...] | None = None, segmenter: str | Path | None = None,
+                       overwrite: bool = False) -> dict[str, Any]:
     """Write `<case_id>_saliency.nii.gz` per case and, if any case has a mask, the overlap CSV.
 
     `target='both'` (Dual models, as the paper's export script) writes `<case_id>_saliency_kl.nii.gz` and
@@ -72,6 +73,7 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
     if both and getattr(getattr(model, "spec", None), "variant", None) != "dual":
         raise ConfigError("target 'both' needs a Dual model (a KL and an OA head)")
     targets = ("kl", "oa") if both else (target,)
+    check_saliency_outputs(out_dir, cases, overwrite, both)
     ks = tuple(ks or DEFAULT_KS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,16 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
                 progress.update(1, case=case.case_id, failed=True)
     overlap_csv = write_overlap_table(out_dir / OVERLAP_CSV, rows) if rows else None
     return {"maps": maps, "overlap_csv": overlap_csv, "rows": rows, "failures": failures}
+
+
+def check_saliency_outputs(out_dir: str | Path, cases: list[SaliencyCase], overwrite: bool, both: bool = False) -> None:
+    """The maps and overlap table of a run: never an input, existing ones only with `overwrite`."""
+    from kneeoa.utils.outputs import check_outputs
+
+    folder = Path(out_dir)
+    heads = ("kl", "oa") if both else (None,)
+    outputs = [folder / map_name(c.case_id, h) for c in cases for h in heads] + [folder / OVERLAP_CSV]
+    check_outputs(outputs, [p for c in cases for p in (c.image, c.mask)], overwrite)
 
 
 def map_name(case_id: str, head: str | None = None) -> str:

@@ -46,14 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.progress import emit
     from kneeoa.trust.fit import fit_trust
     from kneeoa.trust.store import write_trusted_checkpoint
+    from kneeoa.utils.outputs import check_outputs
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError("the calibrated checkpoint must be a .safetensors file", out)
-    if out.resolve() == Path(args.checkpoint).resolve():
-        raise ConfigError("--out is the input checkpoint; calibration always writes a new file", out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError("output exists; pass --overwrite to replace it", out)
+    check_outputs([out], [args.checkpoint], args.overwrite, what="the calibrated checkpoint")
     dev = resolve_device(args.device)
     model, card = load_model(args.checkpoint, dev)
     cohort = load_cohort(args.data, labels=args.labels)

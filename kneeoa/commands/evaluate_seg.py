@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.errors import ConfigError
     from kneeoa.segmentation.folder import evaluate_folder
     from kneeoa.utils.atomic import atomic_write_text
+    from kneeoa.utils.outputs import check_outputs
 
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise ConfigError("the metrics table must be a .csv file", out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError("exists; pass --overwrite to replace it", out)
+    check_outputs([out], [args.pred, args.reference], args.overwrite, what="the metrics table")
     rows, summary = evaluate_folder(args.pred, args.reference)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, SEG_METRIC_COLUMNS, lineterminator="\n", extrasaction="ignore")

@@ -47,21 +47,14 @@ def run(args: argparse.Namespace) -> int:
 
     from kneeoa.commands.trust_args import trust_options
     from kneeoa.engine.grade import grade_volume
-    from kneeoa.errors import ConfigError
     from kneeoa.progress import Progress, emit
     from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_write_text
+    from kneeoa.utils.outputs import check_outputs
 
     result_path = Path(args.result_json)
-    inputs = [Path(p).resolve() for p in (args.image, args.mask, args.checkpoint, args.segmenter) if p]
-    for out in (result_path, Path(args.saliency_out) if args.saliency_out else None,
-                Path(args.segmentation_out) if args.segmentation_out else None):
-        if out is None:
-            continue
-        if out.resolve() in inputs:
-            raise ConfigError("output would overwrite an input", out)
-        if out.exists() and not args.overwrite:
-            raise ConfigError("output exists; pass --overwrite to replace it", out)
+    check_outputs([result_path, args.saliency_out, args.segmentation_out],
+                  [args.image, args.mask, args.checkpoint, args.segmenter], args.overwrite)
     auto = args.segmenter is not None and args.mask is None
     has_mask = bool(args.mask) or auto
     steps = 3 + bool(args.saliency_out or has_mask) + has_mask + auto
@@ -72,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         result = grade_volume(args.image, args.checkpoint, mask_path=args.mask, saliency_path=args.saliency_out,
                               saliency_method=args.saliency_method, target=args.target, device=args.device,
                               step=step, trust=trust_options(args), segmenter=args.segmenter,
-                              knee_side=args.knee_side, segmentation_out=args.segmentation_out)
+                              knee_side=args.knee_side, segmentation_out=args.segmentation_out, overwrite=True)
     atomic_write_text(result_path, strict_json.dumps(result, indent=2) + "\n")
     emit("result", **result)
     return 0

@@ -26,13 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
-    from kneeoa.errors import ConfigError
     from kneeoa.models.paper_import import import_paper_checkpoint
+    from kneeoa.utils.outputs import check_outputs
 
-    if Path(args.dst).exists() and not args.overwrite:
-        raise ConfigError("output exists (use --overwrite to replace it)", args.dst)
+    check_outputs([args.dst], [args.src], args.overwrite)
     shape = tuple(args.input_shape) if args.input_shape else None
     dst, spec = import_paper_checkpoint(args.src, args.dst, input_shape=shape)
     print(f"{dst}: {spec['backbone']} {spec['variant']} width {spec['width']} input {spec['input_shape']}",

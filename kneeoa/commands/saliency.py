@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.analysis.saliency_job import (
         SaliencyCase,
         case_id_from_path,
+        check_saliency_outputs,
         parse_labels,
         parse_topk,
         run_saliency_cases,
@@ -93,14 +94,14 @@ def run(args: argparse.Namespace) -> int:
         if not cases:
             raise InputError(f"no cases in split {args.split!r}", args.data)
     cases = cases[: args.limit] if args.limit else cases
-    _check_outputs(Path(args.out), cases, args.overwrite, both=args.target == "both")
+    check_saliency_outputs(args.out, cases, args.overwrite, both=args.target == "both")  # before the model loads
     target = int(args.target) if args.target.strip().isdigit() else args.target
     model, card = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
     input_shape = (card.get("preprocessing") or {}).get("input_shape")
     result = run_saliency_cases(
         model, cases, args.out, method=args.method, target=target, labels=labels,
         input_shape=tuple(input_shape) if input_shape else None, n_samples=args.n_samples,
-        noise_std=args.noise_std, batch_size=args.batch_size, ks=ks, segmenter=args.segmenter)
+        noise_std=args.noise_std, batch_size=args.batch_size, ks=ks, segmenter=args.segmenter, overwrite=args.overwrite)
     emit("result", maps={k: str(v) for k, v in result["maps"].items()},
          overlap_csv=None if result["overlap_csv"] is None else str(result["overlap_csv"]),
          failures=result["failures"])
@@ -115,20 +116,3 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_outputs(out: str, cases: list, overwrite: bool, both: bool = False) -> None:
-    """Outputs never replace an input; existing maps or overlap table only with --overwrite."""
-    from pathlib import Path
-
-    from kneeoa.analysis.saliency_job import OVERLAP_CSV, map_name
-    from kneeoa.errors import ConfigError
-
-    folder = Path(out)
-    heads = ("kl", "oa") if both else (None,)
-    outputs = [folder / map_name(c.case_id, h) for c in cases for h in heads] + [folder / OVERLAP_CSV]
-    inputs = {Path(p).resolve() for c in cases for p in (c.image, c.mask) if p is not None}
-    clash = [p for p in outputs if p.resolve() in inputs]
-    if clash:
-        raise ConfigError("output would overwrite an input; choose another --out", clash[0])
-    existing = [p for p in outputs if p.exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"{len(existing)} output(s) exist already; pass --overwrite to replace them", existing[0])

@@ -90,15 +90,10 @@ def _missing_pairs(files: dict) -> str:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Outputs never replace an input prediction CSV; existing outputs only with --overwrite."""
-    from pathlib import Path
 
     from kneeoa.analysis.compare import find_prediction_files
-    from kneeoa.errors import ConfigError
     from kneeoa.report.paper_figures import stats_extra_paths
+    from kneeoa.utils.outputs import check_outputs
 
-    inputs = {Path(p).resolve() for p in find_prediction_files(args.preds_dir).values()}
-    for out in [Path(p) for p in (args.out, args.plot, args.bars) if p] + list(stats_extra_paths(args.out).values()):
-        if out.resolve() in inputs:
-            raise ConfigError("output would overwrite an input prediction file", out)
-        if out.exists() and not args.overwrite:
-            raise ConfigError("output exists; pass --overwrite to replace it", out)
+    outputs = [args.out, args.plot, args.bars, *stats_extra_paths(args.out).values()]
+    check_outputs(outputs, find_prediction_files(args.preds_dir).values(), args.overwrite)

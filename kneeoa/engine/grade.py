@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.contracts.trust import TRUST_KEY, TrustOptions
-from kneeoa.errors import ConfigError, JobError
+from kneeoa.errors import JobError
+from kneeoa.utils.outputs import check_outputs
 from kneeoa.utils.strict_json import finite_or_none
-
-
-def _same_file(a: str | Path, b: str | Path | None) -> bool:
-    return b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str | Path | None = None,
@@ -20,8 +17,9 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
                  target: str = "auto", device: str = "auto",
                  step: Callable[[str], None] | None = None, trust: TrustOptions | None = None,
                  segmenter: str | Path | None = None, knee_side: str | None = None,
-                 segmentation_out: str | Path | None = None) -> dict:
+                 segmentation_out: str | Path | None = None, overwrite: bool = False) -> dict:
     """Probabilities + decisions for one volume; saliency written when asked; overlap when a mask is given.
+    Existing saliency/segmentation outputs are replaced only with `overwrite` (`check_outputs`).
 
     Keys: kl_probs (list[5]|None), oa_prob, oa_prob_from_kl, pred_kl, pred_oa, consistent_kl, heads_agree,
     saliency_path, saliency_target, overlap, card, image_path, device, and `trust` (calibrated probabilities,
@@ -43,8 +41,7 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     )
 
     say = step or (lambda _msg: None)
-    if saliency_path is not None and any(_same_file(saliency_path, p) for p in (image_path, mask_path, checkpoint)):
-        raise ConfigError("the saliency output would overwrite an input", saliency_path)
+    check_outputs([saliency_path, segmentation_out], [image_path, mask_path, checkpoint, segmenter], overwrite)
     say("loading model")
     dev = resolve_device(device)
     model, card = load_model(checkpoint, dev)

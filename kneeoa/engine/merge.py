@@ -7,6 +7,7 @@ from pathlib import Path
 from kneeoa.contracts.schemas import SCORE_OK
 from kneeoa.engine.score_io import natural_key, read_scores, write_scores
 from kneeoa.errors import ConfigError, InputError
+from kneeoa.utils.outputs import check_outputs
 
 
 def merge_tables(out_csv: str | Path, parts: list[str | Path], overwrite: bool = False) -> dict:
@@ -14,11 +15,7 @@ def merge_tables(out_csv: str | Path, parts: list[str | Path], overwrite: bool =
     out_csv = Path(out_csv)
     if not parts:
         raise ConfigError("merge needs at least one table")
-    resolved = {Path(p).resolve() for p in parts}
-    if out_csv.resolve() in resolved:
-        raise ConfigError("the merged table would overwrite one of its inputs", out_csv)
-    if out_csv.exists() and not overwrite:
-        raise ConfigError("output exists; pass --overwrite to replace it", out_csv)
+    check_outputs([out_csv], parts, overwrite, what="the merged table")
     if out_csv.suffix.lower() != ".csv":
         raise ConfigError("the merged table must be a .csv file", out_csv)
     best: dict[str, dict] = {}

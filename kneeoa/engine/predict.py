@@ -19,7 +19,8 @@ import numpy as np
 from kneeoa.contracts.schemas import pred_columns, preds_file_name
 from kneeoa.contracts.trust import TRUST_FILE_COLUMNS, TrustOptions, trust_file_name
 from kneeoa.contracts.vocab import model_name
-from kneeoa.errors import ConfigError, InputError
+from kneeoa.errors import InputError
+from kneeoa.utils.outputs import check_outputs
 
 
 def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split: str = "test",
@@ -43,7 +44,7 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     paths = {"predictions": out_dir / preds_file_name(name), "metrics_csv": out_dir / f"{name}_metrics.csv",
              "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None,
              "trust": out_dir / trust_file_name(name) if trusted is not None else None}
-    _refuse_clobber([p for p in paths.values() if p is not None], overwrite)
+    check_outputs(paths.values(), [checkpoint, labels], overwrite)
     cohort = load_cohort(data, labels=labels)
     cases = cohort.split(split)
     if not cases:
@@ -96,12 +97,6 @@ def drop_nonfinite(result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     kept = {k: (v[keep] if isinstance(v, np.ndarray) else v) for k, v in result.items()}
     kept["case_id"] = [cid for cid, ok in zip(result["case_id"], keep) if ok]
     return kept, excluded
-
-
-def _refuse_clobber(paths: list[Path], overwrite: bool) -> None:
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise ConfigError("output exists; pass --overwrite to replace it", existing[0])
 
 
 def _cmt_id(case: Any) -> Any:

@@ -19,6 +19,7 @@ from kneeoa.contracts.schemas import SCORE_ERROR, SCORE_OK
 from kneeoa.contracts.trust import TrustOptions
 from kneeoa.engine.score_io import ensure_header, format_row, natural_key, read_scores
 from kneeoa.errors import ConfigError, InputError, KneeOAError
+from kneeoa.utils.outputs import check_outputs
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -62,19 +63,14 @@ def _cohort_tables(folder: Path) -> set[Path]:
 
 def _check_outputs(out_csv: Path, saliency_dir: Path | None, items: list[tuple[str, str]],
                    folder: Path | None = None) -> None:
-    """Outputs never overwrite inputs."""
+    """Outputs never overwrite inputs (`check_outputs`; an existing table is the resume rule's business)."""
     if out_csv.suffix.lower() != ".csv":
         raise ConfigError("the scores table must be a .csv file", out_csv)
-    inputs = {Path(p).resolve() for _, p in items}
-    if out_csv.resolve() in inputs:
-        raise ConfigError("the scores table would overwrite an input volume", out_csv)
-    if folder is not None and out_csv.resolve() in _cohort_tables(Path(folder)):
-        raise ConfigError("the scores table would overwrite the cohort's own table", out_csv)
+    inputs = [p for _, p in items] + sorted(_cohort_tables(Path(folder)) if folder is not None else [])
+    check_outputs([out_csv], inputs, overwrite=True, what="the scores table")
     if saliency_dir is not None:
-        clash = [p for cid, _ in items if (p := saliency_path_for(saliency_dir, cid).resolve()) in inputs]
-        if clash:
-            raise ConfigError("a saliency output would overwrite an input volume; choose another --saliency folder",
-                              clash[0])
+        check_outputs([saliency_path_for(saliency_dir, cid) for cid, _ in items], inputs, overwrite=True,
+                      what="a saliency output (choose another --saliency folder)")
 
 
 def saliency_path_for(saliency_dir: Path, case_id: str) -> Path:
@@ -263,8 +259,9 @@ def _add_saliency(row: dict, model: Any, shape: tuple, saliency_dir: Path, metho
 
 def score_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str | Path | None = None,
                  saliency_path: str | Path | None = None, saliency_method: str = "smoothgrad",
-                 target: str = "auto", device: str = "auto") -> dict:
+                 target: str = "auto", device: str = "auto", overwrite: bool = False) -> dict:
     """Grade one volume: probabilities, decisions, optional saliency file and cartilage overlap, model card."""
     from kneeoa.engine.grade import grade_volume
 
-    return grade_volume(image_path, checkpoint, mask_path, saliency_path, saliency_method, target, device)
+    return grade_volume(image_path, checkpoint, mask_path, saliency_path, saliency_method, target, device,
+                        overwrite=overwrite)
