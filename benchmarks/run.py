@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CASES = ["stats", "engine", "saliency", "memory", "mamba", "threads", "demo", "cv"]  # bench_models.py is a printout of its own
+CASES = ["stats", "engine", "saliency", "memory", "mamba", "threads", "demo", "cv", "robustness"]  # bench_models.py is a printout of its own
 
 
 def _fmt(value) -> str:
