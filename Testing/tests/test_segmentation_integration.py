@@ -65,3 +65,16 @@ def test_the_report_section_holds_the_dice_table_the_outline_figure_and_the_seve
                                                 "lateral_tibial_cartilage"]
     assert any(isinstance(i, Figure) for i in section.items) and "Spearman rho" in section.text
     assert segmentation_section(None) is None
+
+
+def test_score_with_saliency_and_a_segmenter_appends_overlap_rows_with_their_mask_source(models, phantom_cohort,
+                                                                                          tmp_path):
+    grader, segmenter = models
+    sal = tmp_path / "sal"
+    assert main(["score", str(phantom_cohort / "imagesTs"), "--checkpoint", str(grader), "--out",
+                 str(tmp_path / "s.csv"), "--saliency", str(sal), "--saliency-method", "saliency",
+                 "--segmenter", str(segmenter), "--shard", "0/3"]) == 0
+    rows = list(csv.DictReader((sal / "saliency_overlap.csv").open()))
+    assert [r["case_id"] for r in rows] == ["oaizib_013", "oaizib_016"]  # every third case of six
+    assert {r["mask_source"] for r in rows} == {"automatic"} and all(0 <= float(r["mass_roi"]) <= 1 for r in rows)
+    assert (sal / "oaizib_013_seg.nii.gz").is_file()

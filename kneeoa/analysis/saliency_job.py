@@ -149,6 +149,41 @@ def overlap_row(case: SaliencyCase, saliency_ijk: np.ndarray, mask_ijk: np.ndarr
     return row
 
 
+def append_overlap(out_dir: Path, case_id: str, saliency_ijk: np.ndarray, mask_ijk: np.ndarray,
+                   mask_source: str) -> Path:
+    """Append one case's overlap row (default labels and top-k) to OUT/saliency_overlap.csv, creating it with
+    its header first; for jobs that go case by case (`score --saliency --segmenter`). Returns the table."""
+    import csv
+    import io
+    import os
+    import tempfile
+
+    from kneeoa.contracts.segmentation import MASK_SOURCE_COLUMN
+    from kneeoa.utils.atomic import append_line
+
+    row = overlap_row(SaliencyCase(case_id, Path(case_id)), saliency_ijk, mask_ijk, CARTILAGE_LABELS, "auto")
+    row[MASK_SOURCE_COLUMN] = mask_source
+
+    def line(values: list) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(values)
+        return buf.getvalue()
+
+    path = Path(out_dir) / OVERLAP_CSV
+    if not path.exists():  # the header once, atomically: shards appending to one folder never race on it
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(line(list(row)))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    append_line(path, line([row[k] for k in row]))
+    return path
+
+
 def write_overlap_table(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Rows plus a `mean` row (NaN-aware mean of each numeric column) as CSV, atomically."""
     from kneeoa.data.tables import write_table

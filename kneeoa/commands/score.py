@@ -23,6 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     p.add_argument("--out", required=True, help="scores table (.csv)")
     p.add_argument("--saliency", metavar="DIR", help="also write <case_id>_saliency.nii.gz maps here")
+    p.add_argument("--segmenter", help="with --saliency: segment cases without a mask (<case_id>_seg.nii.gz) and "
+                                       "append each map's cartilage overlap to DIR/saliency_overlap.csv (mask_source)")
     p.add_argument("--saliency-method", default=SALIENCY_METHODS[0],
                    choices=SALIENCY_METHODS, help="attribution method of the --saliency maps")
     p.add_argument("--target", default="auto", help="saliency target: auto, kl, oa or a KL grade 0-4")
@@ -47,10 +49,14 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.commands.trust_args import trust_options
     from kneeoa.engine.score import score_folder
 
+    if args.segmenter and not args.saliency:
+        from kneeoa.errors import ConfigError
+
+        raise ConfigError("--segmenter goes with --saliency (the automatic masks are for the saliency overlap)")
     result = score_folder(args.folder, args.checkpoint, args.out, saliency_dir=args.saliency, resume=args.resume,
                           overwrite=args.overwrite, shard=args.shard, workers=args.workers,
                           batch_size=args.batch_size, device=args.device, saliency_method=args.saliency_method,
-                          target=args.target, trust=trust_options(args))
+                          target=args.target, trust=trust_options(args), segmenter=args.segmenter)
     from kneeoa.progress import emit
 
     emit("result", task="score", **result)  # Slicer's background scoring reads the summary from this line

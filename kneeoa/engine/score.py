@@ -82,13 +82,15 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
                  shard: str | tuple[int, int] | None = None, workers: int | None = None,
                  batch_size: int | None = None,
                  device: str = "auto", saliency_method: str = "smoothgrad", target: str = "auto",
-                 trust: TrustOptions | None = None) -> dict:
+                 trust: TrustOptions | None = None, segmenter: str | Path | None = None) -> dict:
     """Score every volume of `folder` into `out_csv`; returns {'out_csv', 'scored', 'errors', 'skipped', 'total',
     'shard', 'workers', 'batch_size'}.
 
     Under torchrun every rank scores its share (on its own GPU) into the same table. `workers` None plans
     them from the cores and the first volume's decode and model times (`feed.plan_workers`; -1 = one
-    decode thread); `batch_size` None fills half the free GPU memory (1 on the CPU).
+    decode thread); `batch_size` None fills half the free GPU memory (1 on the CPU). With `saliency_dir` and
+    `segmenter`, cases without a mask are segmented (`<case_id>_seg.nii.gz`) and every map's cartilage overlap
+    is appended to `saliency_dir/saliency_overlap.csv` with its mask_source.
     """
     from kneeoa.engine import distributed
 
@@ -132,8 +134,9 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
             done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
             mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
             todo = [item for item in mine if item[0] not in done]
+            masks = _mask_source(folder, segmenter, dev, saliency_dir)
             counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
-                                  saliency_method, target, trusted)
+                                  saliency_method, target, trusted, masks)
             distributed.barrier(info)
     finally:
         distributed.cleanup(info)
@@ -159,7 +162,7 @@ def table_lock(out_csv: Path, shard: tuple[int, int] | None) -> Iterator[None]:
 
 def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_csv: Path, saliency_dir: Path | None,
                  workers: int | None, batch_size: int | None, dev: Any, saliency_method: str, target: str,
-                 trusted: Any = None) -> dict:
+                 trusted: Any = None, masks: Any = None) -> dict:
     """The scoring loop: the feed decodes ahead, the model predicts, one appended row per case."""
     from kneeoa.engine import feed
     from kneeoa.engine.devices import oom_guard
@@ -192,7 +195,7 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
                 row.update(status=SCORE_OK, error="")
                 row.update(results[item["key"]])
                 if saliency_dir is not None and row["status"] == SCORE_OK:
-                    _add_saliency(row, model, spec.shape, saliency_dir, saliency_method, target)
+                    _add_saliency(row, model, spec.shape, saliency_dir, saliency_method, target, masks)
             rows.write(format_row(row))
             counts["errors" if row["status"] == SCORE_ERROR else "scored"] += 1
             bar.update(1, status=row["status"])
@@ -242,15 +245,35 @@ def _predict_rows(model: Any, x: Any, case_ids: list[str], trusted: Any = None,
     return rows
 
 
-def _add_saliency(row: dict, model: Any, shape: tuple, saliency_dir: Path, method: str, target: str) -> None:
+def _mask_source(folder: str | Path, segmenter: str | Path | None, dev: Any, saliency_dir: Path | None) -> Any:
+    """(MaskSource, case id -> reference mask) for `--segmenter` with `--saliency`, else None."""
+    if segmenter is None or saliency_dir is None:
+        return None
+    from kneeoa.data.cohort import load_cohort
+    from kneeoa.segmentation.auto import MaskSource
+
+    source = MaskSource(segmenter, dev, saliency_dir)
+    source.check()  # a bad segmenter fails before any case is scored
+    return source, {c.case_id: c.mask for c in load_cohort(folder).cases if c.mask is not None}
+
+
+def _add_saliency(row: dict, model: Any, shape: tuple, saliency_dir: Path, method: str, target: str,
+                  masks: Any = None) -> None:
     from kneeoa.analysis.saliency import compute_saliency
     from kneeoa.data.volume import read_volume, write_nifti
 
     path = saliency_path_for(saliency_dir, row["case_id"])
     try:
-        saliency = compute_saliency(model, read_volume(row["path"]), method=method, target=target, input_shape=shape)
+        volume = read_volume(row["path"])
+        saliency = compute_saliency(model, volume, method=method, target=target, input_shape=shape)
         write_nifti(path, saliency.array, saliency.affine)
         row["saliency_path"] = str(path)
+        if masks is not None:
+            from kneeoa.analysis.saliency_job import append_overlap
+
+            source, mask_of = masks
+            mask, where = source.mask_for(volume, mask_of.get(row["case_id"]), row["case_id"])
+            append_overlap(saliency_dir, row["case_id"], saliency.array, mask, where)
     except KneeOAError as err:
         row.update(status=SCORE_ERROR, error=f"saliency: {err}")
     except Exception as err:  # the prediction stands; the row says what failed
