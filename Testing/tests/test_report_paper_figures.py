@@ -106,3 +106,8 @@ def test_paper_sections_write_the_figures_of_a_study_folder(preds_dir, tmp_path)
         assert (figures / png).read_bytes()[:4] == b"\x89PNG"
     assert len(list(figures.glob("*_roc_confusion.png"))) == 9
     assert read_table(tmp_path / "tables" / "classification_report.csv")
+
+
+def test_undefined_p_values_show_as_a_dash():
+    assert pf._pq(float("nan")) == pf._pq("") == pf._pq(None) == "  -  "
+    assert (pf._pq(0.0001), pf._pq(0.0312)) == ("<0.001", "0.031")
