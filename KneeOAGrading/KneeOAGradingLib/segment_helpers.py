@@ -15,6 +15,9 @@ class SegmentationPanel:
         if self._segRun is not None:
             self._cancelSegmentation()
             return
+        if self._run is not None:  # one background job at a time: the progress bar is shared
+            self.ui.statusLabel.text = _("Grading is running; segment when it is done (or cancel it).")
+            return
         p = self._parameterNode
         if p is None or p.inputVolume is None or not self._ensureDependencies():
             return

@@ -106,3 +106,28 @@ def test_grading_a_volume_without_cartilage_segments_it_in_the_same_job(scene, s
     assert out.result["mask_source"] == "automatic" and out.overlap is not None
     assert seg_glue.is_automatic(out.cartilage_node)
     assert volume.GetNodeReference(seg_glue.ROLE_SEGMENTATION) is out.cartilage_node
+
+
+@pytest.fixture
+def module(monkeypatch):
+    from pathlib import Path
+
+    from slicer_helpers import load_scripted_module
+
+    return load_scripted_module(monkeypatch, Path(__file__).resolve().parents[2] / "KneeOAGrading" / "KneeOAGrading.py")
+
+
+@pytest.mark.slow
+def test_module_logic_segments_from_the_console_and_grading_options_take_the_bundled_segmenter(module, scene,
+                                                                                                segmenter,
+                                                                                                phantom_cohort):
+    logic = module.KneeOAGradingLogic()
+    bundled = logic.segmenterPath(None)  # empty field: the bundled demo segmenter of this checkout
+    assert bundled.name == seg_glue.DEMO_SEGMENTER and bundled.is_file()
+    options = logic.gradingOptions(None, segmenter=None, segmentMissing=True)
+    assert options.segmenter == bundled
+    assert logic.gradingOptions(None, segmentMissing=False).segmenter is None
+    image = read_volume(phantom_cohort / "imagesTs" / "oaizib_016_0000.nii.gz")
+    volume = nodes.volume_node_from_array(image.array, image.affine, "oaizib_016_0000", scene)
+    out = logic.segmentKnee(volume, segmenter=str(segmenter), device="cpu")
+    assert seg_glue.is_automatic(out.segmentation_node) and out.thickness_table_node is not None
