@@ -50,7 +50,7 @@ def case_data_path(cohort: Path, tmp: Path, label: str) -> dict:
 
     from kneeoa.config import resolve_config, spec_dict
     from kneeoa.data.cohort import load_cohort
-    from kneeoa.data.preprocess import CohortDataset
+    from kneeoa.data.dataset import CohortDataset
     from kneeoa.models.registry import build_model
 
     cfg = resolve_config("quick", "resnet3d", "dual")

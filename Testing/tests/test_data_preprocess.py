@@ -11,11 +11,11 @@ from test_data_helpers import oblique_affine, ramp
 
 from kneeoa.data.cache import PreprocessCache
 from kneeoa.data.cohort import Case
+from kneeoa.data.dataset import CohortDataset
+from kneeoa.data.offline import n4_zscore
 from kneeoa.data.preprocess import (
-    CohortDataset,
     from_model_space,
     model_map_to_volume,
-    n4_zscore,
     preprocess_volume,
     to_model_space,
     zscore,

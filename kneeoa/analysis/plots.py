@@ -7,38 +7,13 @@ report embeds the same Figure objects.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kneeoa.contracts.catalog import backbone_label, display_order
 from kneeoa.contracts.vocab import VARIANT_LABELS, VARIANT_TAGS, variant_from_tag
-from kneeoa.utils.atomic import atomic_path
-
-KL_COLOURS = ("#2166ac", "#67a9cf", "#fddb7f", "#ef8a62", "#b2182b")  # KL 0..4, diverging at the OA cut
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display on servers, no Tk inside Slicer)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # titles and labels hold case ids and model names from files: "knee_$1" must be text, not mathtext (an
-    # unbalanced `$` raises at draw time, at the end of an hour-long study)
-    matplotlib.rcParams["text.parse_math"] = False
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path, dpi: int = 130) -> Path:
-    """Write a figure (format from the suffix) atomically, then close it."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-    pyplot().close(fig)
-    return path
+from kneeoa.plotting import KL_COLOURS, pyplot, save_figure  # noqa: F401  (re-exported for the report)
 
 
 def forest_plot(rows: Sequence[dict[str, Any]], title: str = "Dual vs Single: delta with 95% CI") -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kneeoa.contracts.vocab import CARTILAGE_LABELS, SALIENCY_METHODS
+from kneeoa.contracts.vocab import CARTILAGE_LABELS, SALIENCY_METHODS, SPLITS
 
 DESCRIPTION = """Saliency maps for one image or a cohort split, on the original image grid (values in [0, 1]), and,
 where cartilage masks exist, their overlap with the cartilage (mass@ROI, top-k@ROI, Dice@k, per
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", help="cartilage mask for --image (labels as OAI-ZIB-CM)")
     p.add_argument("--segmenter", help="segmenter (.safetensors): cases without a mask are segmented and their "
                                        "overlap computed on the automatic mask (column mask_source)")
-    p.add_argument("--split", default="test", choices=["train", "test", "unlabelled"], help="cohort split (default test)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="cohort split (default test)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", default=SALIENCY_METHODS[0], choices=SALIENCY_METHODS,
                    help="smoothgrad = the paper's SmoothGrad of grad x noisy input (default); grad = its plain-gradient "

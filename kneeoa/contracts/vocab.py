@@ -32,6 +32,9 @@ def model_name(backbone: str, variant: str) -> str:
     return f"{backbone.replace('-', '_')}_{variant_tag(variant)}"
 
 
+# --- cohorts ---------------------------------------------------------------------------------------------
+SPLITS = ("train", "test", "unlabelled")  # the split of a cohort case
+
 # --- execution ------------------------------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("none", "bf16", "fp16")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kneeoa.contracts.case_ids import case_id_from_name
-from kneeoa.data.cohort import Case, Cohort, check_unique_ids, report_ungraded, warn
+from kneeoa.data.case import Case, Cohort, check_unique_ids, report_ungraded, warn
 from kneeoa.data.tables import read_table
 from kneeoa.data.volume import volume_stem, volume_suffix
 from kneeoa.errors import InputError

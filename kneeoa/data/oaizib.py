@@ -15,7 +15,7 @@ import csv
 import re
 from pathlib import Path
 
-from kneeoa.data.cohort import Case, Cohort, check_unique_ids, report_ungraded, warn
+from kneeoa.data.case import Case, Cohort, check_unique_ids, report_ungraded, warn
 from kneeoa.data.tables import read_table, require_columns
 from kneeoa.errors import InputError
 from kneeoa.hierarchy import validate_kl

@@ -1,4 +1,5 @@
-"""Preprocessing to model space with MONAI transforms, the offline N4 step, and the cohort Dataset.
+"""Preprocessing to model space with MONAI transforms (the offline N4 step: `kneeoa.data.offline`; the cohort
+Dataset: `kneeoa.data.dataset`).
 
 `preprocess_volume`: orientation to RAS (axis flips/permutation only, MONAI `Orientation`), optional
 resampling to `spacing_mm` (`Spacing`), z-score with a std floor of 1e-6 (as the paper), permutation
@@ -15,8 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kneeoa.data.cohort import Case
-from kneeoa.data.volume import Volume, read_volume, write_nifti
+from kneeoa.data.volume import Volume
 from kneeoa.errors import InputError
 
 STD_FLOOR = 1e-6  # the paper's z-score guard: (x - mean) / max(std, 1e-6)
@@ -122,61 +122,3 @@ def model_map_to_volume(map_dhw: Any, volume: Volume, reorient: str = "ras") -> 
     m = map_dhw if isinstance(map_dhw, torch.Tensor) else torch.as_tensor(np.asarray(map_dhw, dtype=np.float32))
     out = map_to_original_grid(m.detach(), volume.affine, volume.array.shape, reorient)
     return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
-
-
-def n4_zscore(in_path: str | Path, out_path: str | Path, shrink: int = 4, iterations: Sequence[int] = (50, 50, 30),
-              ) -> Path:
-    """Offline step of the paper: N4 bias-field correction (Otsu foreground mask) then z-score, same affine."""
-    from kneeoa.data.offline import OfflineSettings, n4_correct
-
-    volume = read_volume(in_path)
-    corrected = n4_correct(volume, OfflineSettings(n4=True, n4_shrink=shrink, n4_iterations=tuple(iterations)))
-    out = zscore(torch.as_tensor(corrected)).numpy()
-    return write_nifti(out_path, out, volume.affine)
-
-
-class CohortDataset(torch.utils.data.Dataset):
-    """Cases -> dicts {image (1,D,H,W) float32, kl, oa (-1 unknown), case_id, index}; picklable for workers.
-
-    With `cache_dir` each preprocessed tensor is stored once on disk (`PreprocessCache`), so no epoch
-    after the first decodes a NIfTI again, in any process; `memory=True` also keeps them in RAM.
-    """
-
-    def __init__(self, cases: Sequence[Case], input_shape: Sequence[int], cache_dir: str | Path | None = None,
-                 memory: bool = True, spacing_mm: Sequence[float] | None = None, reorient: str = "ras"):
-        from kneeoa.data.cache import PreprocessCache
-
-        self.cases = list(cases)
-        self.reorient = reorient
-        self.input_shape = check_input_shape(input_shape)
-        self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
-        self.cache = None if cache_dir is None else PreprocessCache(cache_dir, self.input_shape, self.spacing_mm,
-                                                                    reorient=reorient)
-        self.memory = memory
-        self._ram: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.cases)
-
-    def load_image(self, index: int) -> torch.Tensor:
-        """Preprocessed image of case `index`: RAM, then disk cache, then decode + preprocess."""
-        if index in self._ram:
-            return self._ram[index]
-        path = self.cases[index].image
-        if self.cache is not None:
-            image = self.cache.load(path)
-        else:
-            image = preprocess_volume(read_volume(path), self.input_shape, self.spacing_mm, reorient=self.reorient)
-        if self.memory:
-            self._ram[index] = image
-        return image
-
-    def __getitem__(self, index: int) -> dict:
-        case = self.cases[index]
-        return {
-            "image": self.load_image(index),
-            "kl": -1 if case.kl is None else int(case.kl),
-            "oa": -1 if case.kl is None else int(case.oa),
-            "case_id": case.case_id,
-            "index": index,
-        }

@@ -212,11 +212,10 @@ def stack_inputs(batch: list[dict], spec: InputSpec, device: Any) -> tuple[list[
     return good, (torch.stack(inputs) if inputs else None)
 
 
-def measure_step(model: torch.nn.Module, item: dict, spec: InputSpec, device: Any) -> tuple[float, int]:
-    """(seconds of one warm model step for `item`, preprocessing on the device included; its peak device
-    memory in bytes, 0 off CUDA). (inf, 0) for an item that did not decode: then no workers are planned."""
-    from kneeoa.engine.inference import batch_outputs
-
+def measure_step(step: Callable[[torch.Tensor], Any], item: dict, spec: InputSpec, device: Any) -> tuple[float, int]:
+    """(seconds of one warm model step `step(x)` for `item`, preprocessing on the device included; its peak
+    device memory in bytes, 0 off CUDA). (inf, 0) for an item that did not decode: then no workers are planned.
+    The step is passed in (the scorer's forward pass) so the feed needs nothing from the inference module."""
     if item["error"]:
         return float("inf"), 0
     device = torch.device(device)
@@ -226,7 +225,7 @@ def measure_step(model: torch.nn.Module, item: dict, spec: InputSpec, device: An
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    batch_outputs(model, model_input(item, spec, device)[None])
+    step(model_input(item, spec, device)[None])
     if cuda:
         torch.cuda.synchronize(device)
     step_s = time.perf_counter() - t0

@@ -158,7 +158,7 @@ def _cached_batches(model: Any, cases: list, input_shape: tuple[int, int, int], 
                     workers: int, cache_dir: str | Path) -> Iterator[tuple[list, np.ndarray, np.ndarray, Any]]:
     from torch.utils.data import DataLoader
 
-    from kneeoa.data.preprocess import CohortDataset
+    from kneeoa.data.dataset import CohortDataset
 
     dataset = CohortDataset(cases, tuple(input_shape), cache_dir=cache_dir, reorient=reorient_of(model))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=max(0, int(workers)),

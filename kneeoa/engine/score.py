@@ -166,7 +166,7 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
     """The scoring loop: the feed decodes ahead, the model predicts, one appended row per case."""
     from kneeoa.engine import feed
     from kneeoa.engine.devices import oom_guard
-    from kneeoa.engine.inference import input_shape_of, reorient_of
+    from kneeoa.engine.inference import batch_outputs, input_shape_of, reorient_of
     from kneeoa.engine.score_io import RowWriter
     from kneeoa.progress import Progress
 
@@ -207,7 +207,7 @@ def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_
             first = feed.VolumeFeed(todo[:1], spec, feed.preprocess_on_device(dev), check)[0]
             score_batch([first])
             rest = todo[1:]
-            step_s, per_volume = feed.measure_step(model, first, spec, dev)
+            step_s, per_volume = feed.measure_step(lambda x: batch_outputs(model, x), first, spec, dev)
             if workers is None:
                 workers = feed.plan_workers(dev, first["decode_s"], step_s)
             if batch_size is None:

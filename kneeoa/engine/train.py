@@ -86,7 +86,7 @@ def _train(cfg: TrainConfig, run: RunDir, mode: str, info: Any, device: Any, ten
     from torch.utils.data import DataLoader
 
     from kneeoa.data.cohort import load_cohort
-    from kneeoa.data.preprocess import CohortDataset
+    from kneeoa.data.dataset import CohortDataset
     from kneeoa.engine.devices import describe_device, grad_scaler
     from kneeoa.engine.state import load_trainer_state, restore
     from kneeoa.models.registry import ModelSpec, build_model

@@ -224,15 +224,16 @@ def ensure(confirm: Callable[[str], bool | str | Path], install_plan_with: Calla
 
 
 def _offer_in_slicer() -> Callable[[], bool] | None:
-    """The module's install prompt when a Slicer application runs this code, else None (headless, tests)."""
+    """The module's install prompt when a Slicer application runs this code, else None (headless, tests).
+
+    Found in sys.modules, not imported: kneeoa.slicer.module_widget (which both KneeOA modules load at
+    startup) imports this module, and an import back would make the two a cycle."""
     import sys
 
     slicer = sys.modules.get("slicer")
     if slicer is None or getattr(slicer, "app", None) is None:
         return None
-    from kneeoa.slicer.module_widget import offer_dependencies
-
-    return offer_dependencies
+    return getattr(sys.modules.get("kneeoa.slicer.module_widget"), "offer_dependencies", None)
 
 
 def require(purpose: str, requirements: tuple[str, ...] | list[str] | None = None,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kneeoa.data.phantom.case import grid_for, synthesize_case
+from kneeoa.data.phantom.layout import SPLIT_DIRS, case_id, case_paths  # noqa: F401  (the layout API)
 from kneeoa.data.phantom.severity import READER_FLIP_PROB, CaseLabels, bilateral_partner, cohens_kappa
 from kneeoa.errors import ConfigError, JobError
 from kneeoa.hierarchy import N_KL
@@ -28,19 +29,6 @@ from kneeoa.progress import Progress
 
 TABLE_COLUMNS = ["SubjectID", "CMT-ID", "Path", "MRBarCode", "KneeSide", "KLGrade", "Gender", "Age", "BMI",
                  "TrueSeverity", "TrueKL"]
-SPLIT_DIRS = {"train": ("imagesTr", "labelsTr"), "test": ("imagesTs", "labelsTs")}
-
-
-def case_id(case_number: int) -> str:
-    """OAI-ZIB-CM case id, e.g. `oaizib_007`."""
-    return f"oaizib_{case_number:03d}"
-
-
-def case_paths(out_dir: Path, split: str, case_number: int) -> tuple[Path, Path]:
-    """(image, mask) paths of a case in the nnU-Net style layout."""
-    images, labels = SPLIT_DIRS[split]
-    cid = case_id(case_number)
-    return out_dir / images / f"{cid}_0000.nii.gz", out_dir / labels / f"{cid}.nii.gz"
 
 
 def _write_case(job: tuple) -> tuple[CaseLabels, dict[int, int]]:

@@ -40,9 +40,9 @@ def save_preview(out_dir: str | Path, labels: list[CaseLabels], n_train: int, pe
 
     All tiles go into one array drawn once, with one contour per label: fast even for many tiles.
     """
-    from kneeoa.analysis.plots import pyplot
-    from kneeoa.data.phantom.cohort import case_id, case_paths
+    from kneeoa.data.phantom.layout import case_id, case_paths
     from kneeoa.data.volume import read_volume
+    from kneeoa.plotting import pyplot
     from kneeoa.utils.atomic import atomic_path
 
     plt = pyplot()
