@@ -112,7 +112,7 @@ def _train(cfg: TrainConfig, run: RunDir, mode: str, info: Any, device: Any, ten
     torch.manual_seed(cfg.seed)  # weight init
     model = build_model(ModelSpec.from_dict(cfg.spec_dict())).to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = model.to_channels_last_3d()  # 3-D conv weights only: M3T also holds 2-D ones
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device, cfg.amp)
     done = 0
