@@ -126,6 +126,27 @@ def yaml_cases(folder: Path) -> list[tuple[Path, str, str]]:
     return cases
 
 
+ABSURD_PRESET_VALUES = [("width", "1000000"), ("width", ".inf"), ("width", "-16"), ("width", "'16'"),
+                        ("input_shape", "[1024, 1024, 1024]"), ("input_shape", "[100000, 32, 32]"),
+                        ("input_shape", "[.nan, 32, 32]"), ("input_shape", "[-32, 32, 32]"),
+                        ("options", "{layers: [100000, 2, 2, 2]}"), ("options", "{layers: [.inf, 2, 2, 2]}")]
+
+
+def absurd_presets(folder: Path) -> list[tuple[Path, str]]:
+    """The quick preset with one absurd number each (a model that would need terabytes, or no number)."""
+    from kneeoa.config import PRESETS_DIR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = (PRESETS_DIR / "quick.yaml").read_text(encoding="utf-8").split("\nbackbones:")[0]
+    out = []
+    for k, (key, value) in enumerate(ABSURD_PRESET_VALUES):
+        lines = [f"{key}: {value}" if line.startswith(f"{key}:") else line for line in base.splitlines()]
+        path = folder / f"absurd_{k}.yaml"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        out.append((path, key))
+    return out
+
+
 # card numbers an attacker (or a broken exporter) can put in a model card
 BAD_CARD_VALUES = [("spec.input_shape", [float("inf"), 16, 16]), ("spec.input_shape", [float("nan"), 16, 16]),
                    ("spec.input_shape", ["16", "16", "16"]), ("spec.input_shape", [-16, 16, 16]),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_helpers import run_main
-from memory_cases import card_cases, random_array, table_cases, volume_cases, yaml_cases
+from memory_cases import absurd_presets, card_cases, random_array, table_cases, volume_cases, yaml_cases
 from reliability_helpers import assert_one_clear_error, tiny_checkpoint
 
 from kneeoa.data.volume import write_nifti
@@ -128,6 +128,19 @@ def test_train_refuses_a_billion_laughs_preset_with_one_line(cases, phantom_coho
                   str(tmp_path / "run"))
     assert_one_clear_error(rc, capsys.readouterr().err, "train", preset, "aliases")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_presets_with_absurd_sizes_in_one_line_before_allocating(phantom_cohort, tmp_path,
+                                                                               monkeypatch, capsys):
+    import time
+
+    for preset, key in absurd_presets(tmp_path / "presets"):
+        t0 = time.perf_counter()
+        rc = run_main(monkeypatch, "train", "--data", str(phantom_cohort), "--preset", str(preset), "--backbone",
+                      "resnet3d", "--variant", "dual", "--out", str(tmp_path / "run"), "--device", "cpu")
+        assert_one_clear_error(rc, capsys.readouterr().err, "train", preset,
+                               {"options": "layers"}.get(key, key.split("_")[0]))
+        assert time.perf_counter() - t0 < 10 and not (tmp_path / "run").exists()
 
 
 def _special_files(folder: Path) -> list[Path]:

@@ -96,6 +96,7 @@ def load_plugins(modules: str | None = None) -> list[str]:
 
 MIN_INPUT = 8  # the smallest model input side: every backbone halves it at least three times
 MAX_INPUT_SIDE = 1024  # voxels per side of the model input (the paper's largest is 256)
+MAX_INPUT_VOXELS = 2**25  # 33.5 M voxels: 3x the paper's 160x256x256 (a 1024^3 input would need 4 GB a sample)
 
 
 def whole_number(value: object) -> bool:
@@ -114,6 +115,8 @@ def input_shape_problem(shape: object, backbone: str | None = None) -> str | Non
     values = [int(s) for s in shape]
     if len(values) != 3 or min(values) < MIN_INPUT or max(values) > MAX_INPUT_SIDE:
         return f"input_shape must be three integers from {MIN_INPUT} to {MAX_INPUT_SIDE} (D, H, W), got {values}"
+    if values[0] * values[1] * values[2] > MAX_INPUT_VOXELS:
+        return f"input_shape {values} has more than {MAX_INPUT_VOXELS} voxels (3x the paper's 160x256x256)"
     entry = BACKBONES.get(backbone or "")
     if entry is not None and entry.cube and len(set(values)) != 1:
         return f"{backbone} needs a cube input (N, N, N), got {values}"

@@ -37,6 +37,7 @@ def train(data: str | Path | None, backbone: str = "resnet3d", variant: str = "d
         if data is None:
             raise ConfigError("--data is required for a new run")
         cfg = resolve_config(preset, backbone, variant, data, overrides, labels)
+        _check_spec(cfg, preset)
     info, device = distributed.setup(cfg.device)
     try:
         # one writer per run folder: a second train/resume into it stops here, before anything is changed
@@ -58,6 +59,18 @@ def train(data: str | Path | None, backbone: str = "resnet3d", variant: str = "d
             return _train(cfg, run, mode, info, device, tensorboard)
     finally:
         distributed.cleanup(info)
+
+
+def _check_spec(cfg: Any, preset: str | Path) -> None:
+    """The model the config describes must be buildable (width, options in range) before the run folder is
+    written: a preset with `width: 1000000` stops here with one line naming the preset, not mid-build."""
+    from kneeoa.models.registry import ModelSpec
+
+    try:
+        ModelSpec.from_dict(cfg.spec_dict())
+    except ConfigError as err:
+        source = Path(preset) if Path(str(preset)).suffix in (".yaml", ".yml") else None
+        raise ConfigError(err.problem, err.path or source) from None
 
 
 def _check_same_run(cfg: TrainConfig, data: Any, backbone: str | None, variant: str | None, run: RunDir) -> None:
