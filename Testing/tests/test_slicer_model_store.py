@@ -78,8 +78,11 @@ def test_files_that_are_not_kneeoa_models_are_refused_before_copying(tmp_path):
         zf.writestr("xl/workbook.xml", "<workbook/>")
     with pytest.raises(CheckpointError, match="exactly one .safetensors"):
         model_store.import_model(xlsx_like, tmp_path / "models")
+    import numpy as np
+    from safetensors.numpy import save_file
+
     junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b"\x00" * 16)
+    save_file({"weight": np.zeros(3, dtype=np.float32)}, str(junk))  # valid safetensors, but no KneeOA card
     with pytest.raises(CheckpointError, match="no KneeOA model card"):
         model_store.import_model(junk, tmp_path / "models")
     assert list((tmp_path / "models").glob("*.safetensors")) == []

@@ -161,6 +161,7 @@ def test_grading_cleanup_cancels_the_run_and_stops_polling(grading_module):
     cleaned = []
     widget._run = types.SimpleNamespace(job=JobStandIn(), cleanup=lambda: cleaned.append(1))
     widget._queue = ["vtkMRMLScalarVolumeNode1"]
+    widget._segRun = None  # no "Segment knee" job running
     widget.removeObservers = lambda: None
     job = widget._run.job
     widget.cleanup()
