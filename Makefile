@@ -41,9 +41,9 @@ demo-model: $(STAMP)
 	$(PY) -m kneeoa phantom $(DEMO_MODEL_DIR)/phantom --train 200 --test 50 --shape 64 64 64 --seed 11
 	$(PY) -m kneeoa train --data $(DEMO_MODEL_DIR)/phantom --backbone resnet3d --variant dual --preset quick \
 		--input-size 48 --width 8 --epochs 25 --seed 0 --out $(DEMO_MODEL_DIR)/run
-	$(PY) -m kneeoa phantom $(DEMO_MODEL_DIR)/calibration --train 120 --test 0 --shape 64 64 64 --seed 12
+	$(PY) -m kneeoa phantom $(DEMO_MODEL_DIR)/calibration --train 100 --test 20 --shape 64 64 64 --seed 12
 	$(PY) -m kneeoa calibrate --checkpoint $(DEMO_MODEL_DIR)/run/checkpoints/last.safetensors \
-		--data $(DEMO_MODEL_DIR)/calibration --split train --ood-data $(DEMO_MODEL_DIR)/phantom --ood-split train \
+		--data $(DEMO_MODEL_DIR)/calibration --split all --ood-data $(DEMO_MODEL_DIR)/phantom --ood-split train \
 		--out Resources/demo_model.safetensors --overwrite
 
 # The bundled demo segmenter (Resources/demo_seg_model.safetensors, ~1.2 MB): the quick preset's UNet (width 8)

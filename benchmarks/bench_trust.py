@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,8 @@ def train_grid(cohort: Path, work: Path, grid: list, epochs: int) -> dict:
                      "calibration_fraction": 0.25, "seed": 0}
         if backbone == "m3t":
             overrides["input_shape"] = [24, 24, 24]
-        train(cohort, backbone, variant, run, preset="quick", overrides=overrides, overwrite=True)
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run each time (benchmark scratch folder)
+        train(cohort, backbone, variant, run, preset="quick", overrides=overrides)
         out[(backbone, variant)] = run / "checkpoints" / "last.safetensors"
         print(f"trained {backbone} {variant} in {time.perf_counter() - t0:.0f} s", flush=True)
     return out

@@ -85,3 +85,12 @@ def test_results_of_uncalibrated_checkpoints_look_as_before():
     assert trust_view.ood_banner(result) is None and trust_view.trust_rows(result) == []
     assert trust_view.chart_probabilities(result) == (result["kl_probs"], False)
     assert trust_view.summary_html("KL grade 2", result) == "KL grade 2"
+
+
+def test_the_console_result_object_exposes_the_trust_block(calibrated, phantom_cohort, tmp_path):
+    scene = fresh_scene()
+    image = sorted((phantom_cohort / "imagesTs").glob("*.nii.gz"))[0]
+    volume = nodes.load_volume_node(image, "knee", scene)
+    out = grading.finish(grading.GradingFiles(tmp_path, image, None, None, _result(calibrated, image, tmp_path)),
+                         volume, scene=scene)
+    assert out.trust[names.KL_SET_LABEL].startswith("KL ") and out.trust[names.OOD_FLAG] in (0, 1)

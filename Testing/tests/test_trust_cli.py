@@ -53,7 +53,7 @@ def test_calibrate_writes_a_new_checkpoint_and_never_touches_the_input(calibrate
     assert _digest(calibrated_run) == before
     block = read_card(out)[names.TRUST_KEY]
     assert "split test: 6 graded knees" in block["calibrated_on"]
-    assert block["source_checkpoint"] == str(calibrated_run.resolve())
+    assert block["source_checkpoint"] == {"file": "last.safetensors", "sha256": before}
     assert run_main(monkeypatch, "calibrate", "--checkpoint", str(out), "--data", str(phantom_cohort),
                     "--out", str(out), "--overwrite") == 1  # "--out is the input checkpoint"
     assert read_card(out)[names.TRUST_KEY] == block

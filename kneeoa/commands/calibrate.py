@@ -36,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import hashlib
     import json
     from pathlib import Path
 
@@ -67,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
                  f"(KL 0-4 {counts})")
     stats = fit_trust(model, card, cases, input_shape_of(model, card), dev, fit_cases=fit_cases,
                       calibrated_on=described, seed=args.seed, batch_size=args.batch_size)
-    stats.info["source_checkpoint"] = str(Path(args.checkpoint).resolve())
+    # which weights were calibrated, by content (a local path means nothing on another machine)
+    stats.info["source_checkpoint"] = {"file": Path(args.checkpoint).name,
+                                       "sha256": hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()}
     if fit_cases:
         stats.info["ood"]["fit_on"] = f"{len(fit_cases)} knees of split {args.ood_split} of {ood_cohort.root}"
     write_trusted_checkpoint(args.checkpoint, out, stats)

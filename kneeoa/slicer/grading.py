@@ -108,6 +108,8 @@ class GradingResult:
     events: list[dict] = field(default_factory=list)
 
     card = property(lambda self: self.result.get("card"), doc="the checkpoint's model card")
+    trust = property(lambda self: self.result.get("trust"),
+                     doc="calibrated probabilities, KL/OA sets, OOD score/p/flag (None: uncalibrated checkpoint)")
 
     @property
     def prediction(self) -> Prediction:
