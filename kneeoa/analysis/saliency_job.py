@@ -153,8 +153,6 @@ def append_overlap(out_dir: Path, case_id: str, saliency_ijk: np.ndarray, mask_i
                    mask_source: str) -> Path:
     """Append one case's overlap row (default labels and top-k) to OUT/saliency_overlap.csv, creating it with
     its header first; for jobs that go case by case (`score --saliency --segmenter`). Returns the table."""
-    import csv
-    import io
     import os
     import tempfile
 
@@ -165,9 +163,9 @@ def append_overlap(out_dir: Path, case_id: str, saliency_ijk: np.ndarray, mask_i
     row[MASK_SOURCE_COLUMN] = mask_source
 
     def line(values: list) -> str:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(values)
-        return buf.getvalue()
+        from kneeoa.utils.cells import csv_line, quote_formula
+
+        return csv_line([quote_formula(v) for v in values])  # a case id is never a live formula (OWASP)
 
     path = Path(out_dir) / OVERLAP_CSV
     if not path.exists():  # the header once, atomically: shards appending to one folder never race on it

@@ -24,14 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import csv
     import io
-    import json
     import sys
     from pathlib import Path
 
     from kneeoa.contracts.segmentation import SEG_METRIC_COLUMNS
     from kneeoa.errors import ConfigError
     from kneeoa.segmentation.folder import evaluate_folder
+    from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_write_text
+    from kneeoa.utils.cells import quote_formula
     from kneeoa.utils.outputs import check_outputs
 
     out = Path(args.out)
@@ -42,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, SEG_METRIC_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{k: quote_formula(v) for k, v in row.items()} for row in rows])  # ids never live formulas
     atomic_write_text(out, buf.getvalue())
-    atomic_write_text(out.with_suffix(".summary.json"), json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".summary.json"), strict_json.dumps(summary, indent=1) + "\n")
     for name, s in summary.items():
         print(f"{name:<26} Dice {s['dice_mean']:.3f} +- {s['dice_sd']:.3f} (range {s['dice_min']:.3f}-"
               f"{s['dice_max']:.3f}), HD95 median {s['hd95_median_mm']:.2f} mm, n={s['n']}", file=sys.stderr)

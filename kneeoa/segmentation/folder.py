@@ -9,7 +9,6 @@ atomically as OUT/<case_id>.nii.gz (nnU-Net's label naming, so `evaluate-seg` pa
 from __future__ import annotations
 
 import csv
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,9 @@ def case_id_of(path: str | Path) -> str:
 
 
 def _line(values: list) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(values)
-    return buf.getvalue()
+    from kneeoa.utils.cells import csv_line
+
+    return csv_line(values)
 
 
 def format_row(row: dict) -> str:
