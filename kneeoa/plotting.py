@@ -10,7 +10,8 @@ from typing import Any
 
 from kneeoa.utils.atomic import atomic_path
 
-KL_COLOURS = ("#2166ac", "#67a9cf", "#fddb7f", "#ef8a62", "#b2182b")  # KL 0..4, diverging at the OA cut
+# KL 0..4, cool below the OA cut and warm above; every colour readable on white (KL 2 was a pale yellow)
+KL_COLOURS = ("#2166ac", "#5aa3d0", "#e08214", "#d6604d", "#8e0152")
 
 
 def pyplot():

@@ -25,7 +25,7 @@ from kneeoa.utils import strict_json
 
 
 def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbones=None, variants=VARIANTS,
-              overrides: dict | None = None, saliency_cases: int = 4, resamples: int = 10_000,
+              overrides: dict | None = None, saliency_cases: int = 5, resamples: int = 10_000,
               saliency_method: str = "smoothgrad", segmenter: str | Path | None = None) -> dict[str, Any]:
     """Run (or finish) a study; returns {'report': path, 'timings': {...}, ...}. With `segmenter`, test cases
     without masks get automatic ones for the saliency overlap, and the report gains a segmentation section."""
@@ -175,9 +175,19 @@ def _split_model(name: str) -> dict[str, str]:
     return {"backbone": backbone, "variant": variant}
 
 
+def one_per_grade(cases: list, n: int) -> list:
+    """Up to `n` cases, first one per KL grade (0..4, in cohort order), then the next ones in cohort order:
+    the report then shows the maps of a healthy knee next to every stage of OA, not four KL-0 knees."""
+    firsts = {}
+    for case in cases:
+        firsts.setdefault(case.kl, case)
+    picked = [firsts[g] for g in sorted(k for k in firsts if k is not None)][:n]
+    return picked + [c for c in cases if c not in picked][: max(0, n - len(picked))]
+
+
 def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, method: str,
                  segmenter: str | Path | None = None) -> dict[str, Any]:
-    """Saliency maps of the first `n_cases` masked test cases for every model; mean overlap per model."""
+    """Saliency maps of `n_cases` masked test cases (one per KL grade first) for every model; mean overlap."""
     from kneeoa.analysis.saliency_job import SaliencyCase, run_saliency_cases
     from kneeoa.contracts.segmentation import MASK_SOURCE_COLUMN, MASK_SOURCES
     from kneeoa.data.tables import write_table
@@ -185,7 +195,7 @@ def run_saliency(cohort, out: Path, checkpoints: dict[str, Path], n_cases: int, 
     from kneeoa.engine.inference import load_model
 
     cases = [SaliencyCase(c.case_id, c.image, c.mask, c.kl) for c in cohort.split("test") if c.mask or segmenter]
-    cases = cases[:n_cases]
+    cases = one_per_grade(cases, n_cases)
     summary, maps = [], {}
     if not cases:
         return {"rows": [], "maps": {}, "cases": []}

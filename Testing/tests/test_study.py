@@ -41,6 +41,10 @@ def test_tiny_study_writes_report_and_resumes(phantom_cohort, tmp_path):
     for heading in ("Cohort", "Model performance", "Dual vs single heads", "Latent geometry", "Saliency vs cartilage"):
         assert f">{heading}</h2>" in page
     assert page.count("data:image/png;base64,") >= 4
+    # a researcher's page: human headers with legends, chance next to mass@ROI, files as links
+    assert ">OA AUC</th>" in page and 'title="oa_auc"' in page and 'class="legend"' in page
+    assert "chance (cartilage share)" in page and "mass@ROI ÷ chance" in page
+    assert '<a href="tables/model_metrics.csv">' in page
     for table in ("model_metrics", "stats", "latent_summary", "latent_points", "saliency_overlap"):
         assert (out / "tables" / f"{table}.csv").is_file()
     assert len(list((out / "saliency" / "resnet3d_dual").glob("*_saliency.nii.gz"))) == 1

@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, help="override the base channel width (narrow models for tests)")
     p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="override the input D H W (or one N)")
     p.add_argument("--device", choices=DEVICES, help="auto = CUDA, then MPS, else CPU (default: the preset's)")
-    p.add_argument("--saliency-cases", type=int, default=4, help="test cases explained per model (official)")
+    p.add_argument("--saliency-cases", type=int, default=5,
+                   help="test knees explained per model (one per KL grade first)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--segmenter", help="segmenter (.safetensors): automatic masks where a test case has none, and "
                                        "a segmentation section (Dice, outlines, thickness) in the report")

@@ -37,29 +37,69 @@ def best_sagittal_index(mask_ijk: np.ndarray | None, fallback_shape: tuple[int, 
     return int(counts.argmax()) if counts.any() else fallback_shape[0] // 2
 
 
-def overlay_grid_png(examples: list[dict[str, Any]], threshold: float = 0.2, labels=CARTILAGE_LABELS) -> bytes:
-    """One row per example: MRI, MRI + saliency (inferno, values < threshold hidden), cartilage outline on both.
+def _saliency_rgba(saliency_2d: np.ndarray, cmap: Any) -> np.ndarray:
+    """The map itself over the MRI: colour from `cmap`, opacity rising with the value (0 transparent, >= 0.5
+    opaque at 0.9), so a weak but spread map stays visible instead of being cut away by a threshold."""
+    values = np.clip(np.nan_to_num(np.asarray(saliency_2d, dtype=float)), 0.0, 1.0)
+    rgba = cmap(values)
+    rgba[..., 3] = np.clip(values / 0.5, 0.0, 1.0) * 0.9
+    return rgba
 
-    Each example: {"title": str, "image": array_ijk, "saliency": array_ijk in [0,1], "mask": array_ijk | None}.
+
+def _draw_panel(ax: Any, image: np.ndarray, saliency: np.ndarray | None, cart: np.ndarray | None, cmap: Any) -> None:
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    if saliency is not None:
+        ax.imshow(_saliency_rgba(saliency, cmap), interpolation="nearest")
+    if cart is not None and cart.any():
+        ax.contour(cart, levels=[0.5], colors="#37d67a", linewidths=0.9)
+    ax.set_axis_off()
+
+
+def _colour_bar(fig: Any, axes: Any, cmap: Any) -> None:
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, fraction=0.025, pad=0.02)
+    bar.set_label("saliency (0-1; transparent where low)", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+
+
+def overlay_grid_png(examples: list[dict[str, Any]], labels=CARTILAGE_LABELS) -> bytes:
+    """One row per example: MRI, then MRI + saliency (inferno, opacity rising with the value) with the cartilage
+    outline, and a colour bar. Each example: {"title", "image" array_ijk, "saliency" array_ijk in [0, 1],
+    "mask" array_ijk | None, optional "note" (e.g. mass@ROI vs chance)}."""
+    cases = [{"title": ex["title"], "image": ex["image"], "mask": ex.get("mask")} for ex in examples]
+    maps = {(i, "saliency"): {"saliency": ex["saliency"], "note": ex.get("note", "")} for i, ex in enumerate(examples)}
+    return saliency_grid_png(cases, ["saliency"], maps, labels)
+
+
+def saliency_grid_png(cases: list[dict[str, Any]], models: list[str], maps: dict[tuple[int, str], dict[str, Any]],
+                      labels=CARTILAGE_LABELS) -> bytes:
+    """Rows = cases (e.g. one per KL grade), columns = the MRI, then one saliency panel per model.
+
+    cases: [{"title", "image", "mask"}]; maps[(row, model)] = {"saliency": array_ijk, "note": str}. One sagittal
+    slice per case (the one with most cartilage), the same in every column; one colour bar for the figure.
     """
     plt = pyplot()
-    n = max(len(examples), 1)
-    fig, axes = plt.subplots(n, 2, figsize=(6.4, 3.1 * n), squeeze=False)
-    for row, ex in zip(axes, examples):
-        idx = best_sagittal_index(ex.get("mask"), ex["image"].shape, labels)
-        img = sagittal(ex["image"], idx)
-        sal = np.ma.masked_less(sagittal(ex["saliency"], idx), threshold)
-        for ax in row:
-            ax.imshow(img, cmap="gray", interpolation="nearest")
-            ax.set_axis_off()
-        row[1].imshow(sal, cmap="inferno", vmin=0, vmax=1, alpha=0.75, interpolation="nearest")
-        if ex.get("mask") is not None:
-            cart = sagittal(np.isin(ex["mask"], labels), idx).astype(float)
-            for ax in row:
-                ax.contour(cart, levels=[0.5], colors="#37d67a", linewidths=0.9)
-        row[0].set_title(f"{ex['title']} — MRI (sagittal {idx})", fontsize=8)
-        row[1].set_title(f"saliency ≥ {threshold:.1f} + cartilage outline", fontsize=8)
-    fig.tight_layout()
+    cmap = plt.get_cmap("inferno")
+    n_rows, n_cols = max(len(cases), 1), 1 + len(models)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.5 * n_cols + 0.6, 2.6 * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for r, case in enumerate(cases):
+        idx = best_sagittal_index(case.get("mask"), case["image"].shape, labels)
+        img = sagittal(case["image"], idx)
+        cart = None if case.get("mask") is None else sagittal(np.isin(case["mask"], labels), idx).astype(float)
+        _draw_panel(axes[r][0], img, None, cart, cmap)
+        axes[r][0].set_title(f"{case['title']}\nMRI, sagittal {idx}", fontsize=7)
+        for c, model in enumerate(models, start=1):
+            entry = maps.get((r, model))
+            if entry is None:
+                continue
+            _draw_panel(axes[r][c], img, sagittal(entry["saliency"], idx), cart, cmap)
+            note = entry.get("note") or ""
+            axes[r][c].set_title(model + (f"\n{note}" if note else ""), fontsize=7)
+    _colour_bar(fig, axes, cmap)
     return fig_to_png(fig)
 
 

@@ -20,6 +20,7 @@ table{border-collapse:collapse;margin:.8em 0;font-size:.88em}th,td{padding:.28em
 text-align:right}th{background:#f2f5f8;text-align:center}td:first-child,th:first-child{text-align:left}
 tr.sig td{background:#eaf6ea}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #e3e7ec}
 figcaption{color:#5b6672;font-size:.9em}nav a{margin-right:1em}code{background:#f2f5f8;padding:0 .25em}
+.legend{color:#5b6672;font-size:.86em;margin-top:-.4em;max-width:60em}
 """
 
 
@@ -29,6 +30,8 @@ class Table:
     columns: list[str] | None = None
     caption: str = ""
     highlight: str | None = None  # a boolean column whose true rows are shaded
+    human: bool = False  # headers from contracts.report.COLUMN_LABELS (the CSV name stays as a tooltip)
+    legend: str = ""  # one line under the table saying what the columns mean
 
 
 @dataclass
@@ -65,14 +68,20 @@ def fmt(value: Any) -> str:
 
 def _table_html(table: Table) -> str:
     columns = table.columns or (list(table.rows[0]) if table.rows else [])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    if table.human:
+        from kneeoa.contracts.report import column_label
+
+        head = "".join(f'<th title="{html.escape(c)}">{html.escape(column_label(c))}</th>' for c in columns)
+    else:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for row in table.rows:
         cls = ' class="sig"' if table.highlight and row.get(table.highlight) in (True, "True", "true", 1) else ""
         cells = "".join(f"<td>{fmt(row.get(c, ''))}</td>" for c in columns)
         body.append(f"<tr{cls}>{cells}</tr>")
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    legend = f'<p class="legend">{html.escape(table.legend)}</p>' if table.legend else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{legend}"
 
 
 def _figure_html(figure: Figure) -> str:
