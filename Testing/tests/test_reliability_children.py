@@ -80,3 +80,14 @@ def test_the_default_working_folder_holds_no_module_named_like_a_dependency():
 
 def test_job_environment_asks_for_a_safe_path():
     assert jobs.job_environment({})["PYTHONSAFEPATH"] == "1"
+
+
+def test_study_executors_start_children_safely(tmp_path):
+    """The CV study's local executor and SLURM script: PYTHONSAFEPATH, our package first on PYTHONPATH."""
+    from kneeoa.studyexec.local import child_environment
+    from kneeoa.studyexec.slurm import SlurmOptions, write_script
+
+    env = child_environment(0, 2, None, base={"PYTHONPATH": "/elsewhere"})
+    assert env["PYTHONSAFEPATH"] == "1" and env["PYTHONPATH"].split(os.pathsep)[0] == str(jobs.KNEEOA_ROOT)
+    script = write_script(tmp_path / "study", [0, 1], SlurmOptions()).read_text()
+    assert "export PYTHONSAFEPATH=1" in script

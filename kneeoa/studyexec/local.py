@@ -30,6 +30,12 @@ def child_environment(slot: int, jobs: int, devices: Sequence[str] | None,
     for name in (THREADS_ENV, *POOL_ENVS):
         env[name] = threads
     env.setdefault("KNEEOA_PROGRESS", "none")
+    # only our code in the children: the working folder stays off sys.path (Python >= 3.11), our package on it
+    from kneeoa.slicer.jobs import KNEEOA_ROOT
+
+    env["PYTHONSAFEPATH"] = "1"
+    paths = [str(KNEEOA_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
 
 
@@ -38,6 +44,7 @@ def run_local(study: Path, indices: Sequence[int], jobs: int = 1, devices: Seque
     """Run the tasks `indices` of STUDY/plan.json, `jobs` at a time; returns {index: return code}."""
     from kneeoa.crossval.plan import task_command
     from kneeoa.crossval.task import log_path
+    from kneeoa.slicer.jobs import safe_cwd
 
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
@@ -53,7 +60,8 @@ def run_local(study: Path, indices: Sequence[int], jobs: int = 1, devices: Seque
                 log.parent.mkdir(parents=True, exist_ok=True)
                 fh = open(log, "ab")
                 proc = subprocess.Popen(task_command(study, index, python), stdout=fh, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=child_environment(slot, jobs, devices))
+                                        stdin=subprocess.DEVNULL, env=child_environment(slot, jobs, devices),
+                                        cwd=safe_cwd())  # never the user's folder (a planted torch.py)
                 running[index] = (proc, slot, fh)
             time.sleep(POLL_S)
             for index, (proc, slot, fh) in list(running.items()):

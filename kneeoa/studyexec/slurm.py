@@ -69,7 +69,8 @@ def write_script(study: Path, indices: Sequence[int], options: SlurmOptions, pyt
     command = shlex.join(task_command(study, "INDEX", python)).replace("INDEX", '"$SLURM_ARRAY_TASK_ID"')
     lines += ["# one array task = one (backbone, variant, fold, seed) run; safe to re-run",
               "set -euo pipefail", 'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
-              "export KNEEOA_PROGRESS=none", f"cd {shlex.quote(str(study))}", f"exec {command}", ""]
+              "export KNEEOA_PROGRESS=none", "export PYTHONSAFEPATH=1  # the cwd is not on sys.path: only our code",
+              f"cd {shlex.quote(str(study))}", f"exec {command}", ""]
     path = study / "slurm" / "study.sbatch"
     (study / "logs").mkdir(parents=True, exist_ok=True)  # SLURM does not create the --output folder
     atomic_write_text(path, "\n".join(lines))
