@@ -1,8 +1,8 @@
 """Case: memory on long cohorts and at the paper's input size (issue 7 case 5; issue 8 item 4).
 
 (a) Peak resident memory of batch scoring 2,000 small (16^3) volumes vs 200, each run in a fresh process
-    (`score_folder`, loader workers 0 so reading, preprocessing and the model all count in the one process
-    measured; VmHWM from /proc/self/status). Flat: peak(2,000) / peak(200) < 1.2. The note also gives the
+    (`score_folder` with the decode thread and its bounded prefetch queue, so reading, preprocessing and the
+    model all count in the one process measured; VmHWM from /proc/self/status). Flat: peak(2,000) / peak(200) < 1.2. The note also gives the
     growth above the process's resident memory before scoring, per 1,000 volumes.
 (b) nnMamba Dual CPU inference at 160x256x256: peak resident memory of one forward pass in a fresh process,
     measured by `bench_models.py --child-nnmamba-paper` (reused, not duplicated); target < 8 GB.
@@ -76,7 +76,10 @@ def score_child(folder: str, checkpoint: str, out_csv: str) -> None:
 
     before = status_kb("VmRSS")
     start = time.perf_counter()
-    result = score_folder(folder, checkpoint, out_csv, workers=0, device="cpu")
+    from kneeoa.engine.feed import DECODE_THREAD
+
+    # the prefetch queue in this process (a decode thread: what 2 cores plan), so its memory is measured
+    result = score_folder(folder, checkpoint, out_csv, workers=DECODE_THREAD, device="cpu")
     print(json.dumps({"seconds": round(time.perf_counter() - start, 2), "rss_before_kb": before,
                       "peak_kb": status_kb("VmHWM"), "scored": result["scored"], "errors": result["errors"]}))
 

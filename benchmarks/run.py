@@ -19,7 +19,8 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CASES = ["stats", "engine", "saliency", "memory", "mamba", "threads", "demo", "cv", "robustness"]  # bench_models.py is a printout of its own
+CASES = ["stats", "datapath", "engine", "saliency", "memory", "mamba", "threads", "demo", "cv",
+         "robustness"]  # bench_models.py is a printout of its own
 
 
 def _fmt(value) -> str:
