@@ -102,7 +102,7 @@ def scoring(device: torch.device, tiny: bool, tmp: Path) -> dict:
 
     from kneeoa.data.preprocess import preprocess_volume
     from kneeoa.data.volume import read_volume
-    from kneeoa.engine.feed import available_cores
+    from kneeoa.engine.feed import cores_for_loading
     from kneeoa.engine.inference import load_model
     from kneeoa.engine.score import score_folder
     from kneeoa.models.checkpoint import save_checkpoint
@@ -142,7 +142,7 @@ def scoring(device: torch.device, tiny: bool, tmp: Path) -> dict:
     t0 = time.perf_counter()
     score_reference(files[:before_n], _ToDevice(model, device), spec.input_shape, tmp / "before.csv")
     before = (time.perf_counter() - t0) / before_n
-    return {"volumes": n, "cores": available_cores(), "workers": result["workers"], "batch_size": batch,
+    return {"volumes": n, "cores": cores_for_loading(), "workers": result["workers"], "batch_size": batch,
             "errors": result["errors"], "end_to_end_s_per_volume": round(steady, 5),
             "model_only_s_per_volume": round(model_only, 5), "ratio": round(model_only / steady, 3),
             "target": ">= 0.8", "passed": model_only / steady >= 0.8 and result["errors"] == 0,

@@ -45,16 +45,16 @@ def test_workers_are_planned_from_cores_and_measured_times(device, cores, decode
     assert feed.plan_workers(device, decode_s, step_s, cores=cores) == expected
 
 
-def test_available_cores_follow_the_affinity_mask_and_local_ranks(monkeypatch):
+def test_loading_cores_follow_the_affinity_mask_and_local_ranks(monkeypatch):
     import os
 
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no affinity masks on this platform")
     mask = len(os.sched_getaffinity(0))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert feed.available_cores() == mask
+    assert feed.cores_for_loading() == mask
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * mask))
-    assert feed.available_cores() == 1
+    assert feed.cores_for_loading() == 1
 
 
 def test_a_device_item_carries_stored_voxels_that_preprocess_like_the_cpu_path(tmp_path):

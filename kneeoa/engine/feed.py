@@ -5,7 +5,7 @@ in their stored dtype, int16 for most MRI) and the DataLoader pins them; the mai
 non-blocking and reorients, z-scores and resizes on the GPU (`kneeoa.data.resample`), so a CPU core's
 share per 384x384x160 volume is the gunzip and a copy. On the CPU the workers preprocess too (there the
 "device" is the same cores). The number of workers comes from the cores this process may use
-(`os.sched_getaffinity`) and the measured decode and model times of the first volume; the prefetch
+(`os.sched_getaffinity`, per torchrun rank) and the measured decode and model times of the first volume; the prefetch
 queue is bounded (`prefetch_factor` batches per worker), so memory stays flat however long the cohort.
 """
 
@@ -25,12 +25,13 @@ PREFETCH_BATCHES = 2  # per worker: enough to hide a slow volume, bounded so mem
 MAX_WORKERS = 16
 
 
-def available_cores() -> int:
-    """CPU cores this process may use: its affinity mask (e.g. a Slurm/cgroup allocation), shared with the
-    other ranks torchrun started on this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def cores_for_loading() -> int:
+    """CPU cores this process may use (`kneeoa.threads.available_cores`: its affinity mask, e.g. a Slurm or
+    cgroup allocation), shared with the other ranks torchrun started on this machine."""
+    from kneeoa.threads import available_cores
+
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, cores // max(1, local_ranks))
+    return max(1, available_cores() // max(1, local_ranks))
 
 
 def preprocess_on_device(device: Any) -> bool:
@@ -49,7 +50,7 @@ def plan_workers(device: Any, decode_s: float, step_s: float, cores: int | None 
     process (measured: a worker there competes with the model's threads and costs pickling) but one
     decode thread (`DECODE_THREAD`, `threaded`) when decoding is not negligible (>= 2 % of a step).
     """
-    cores = available_cores() if cores is None else int(cores)
+    cores = cores_for_loading() if cores is None else int(cores)
     need = math.ceil(max(decode_s, 0.0) / max(step_s, 1e-6))
     if not preprocess_on_device(device) and cores <= 2:
         return DECODE_THREAD if decode_s >= 0.02 * step_s else 0
