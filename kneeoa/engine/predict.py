@@ -45,35 +45,40 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
              "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None,
              "trust": out_dir / trust_file_name(name) if trusted is not None else None}
     check_outputs(paths.values(), [checkpoint, labels], overwrite)
-    cohort = load_cohort(data, labels=labels)
-    cases = cohort.split(split)
-    if not cases:
-        raise InputError(f"no graded cases in split {split!r}", data)
-    shape = input_shape_of(model, card)
-    result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir))
-    rows = _pred_rows(cases, result)
-    write_table(paths["predictions"], rows, pred_columns(variant))
-    if trusted is not None:  # beside the published file, which keeps the paper's columns
-        from kneeoa.trust.fit import read_facts
+    from kneeoa.utils import locks
 
-        by_id = {c.case_id: c for c in cases}
-        stats, feats = read_facts([by_id[i] for i in result["case_id"]])  # each image read once more
-        from kneeoa.trust.envelope import check_envelope
+    # one writer per model's prediction files: two predicts into one folder would mix their tables
+    with locks.exclusive(locks.lock_path_for(paths["predictions"]), paths["predictions"], "the predictions"):
+        check_outputs(paths.values(), [checkpoint, labels], overwrite)  # again: another run may have written
+        cohort = load_cohort(data, labels=labels)
+        cases = cohort.split(split)
+        if not cases:
+            raise InputError(f"no graded cases in split {split!r}", data)
+        shape = input_shape_of(model, card)
+        result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir))
+        rows = _pred_rows(cases, result)
+        write_table(paths["predictions"], rows, pred_columns(variant))
+        if trusted is not None:  # beside the published file, which keeps the paper's columns
+            from kneeoa.trust.fit import read_facts
 
-        warned = [check_envelope(st, trusted.stats.envelope) for st in stats]
-        extra = trusted(result["kl_probs"], result["oa_prob"], result["embedding"], warned, feats)
-        write_table(paths["trust"], [{"CMT_ID": r["CMT_ID"], "label_kl": r["label_kl"], **t}
-                                     for r, t in zip(rows, extra)], TRUST_FILE_COLUMNS)
-    metrics = evaluation_metrics(result)
-    if excluded:
-        metrics["n_excluded_nonfinite"] = len(excluded)
-    write_table(paths["metrics_csv"], [{"model": name, "split": split, **metrics}],
-                ["model", "split", *metrics.keys()])
-    if embeddings:
-        train_cases = cohort.split("train") if split != "train" else cases
-        train_result, _ = drop_nonfinite(predict_cases(model, train_cases, shape, dev, batch_size, workers, cache_dir))
-        write_embeddings(paths["embeddings"], name, {"train": (train_cases, train_result), split: (cases, result)})
-    return {**{k: v for k, v in paths.items()}, "metrics": metrics, "n": len(cases)}
+            by_id = {c.case_id: c for c in cases}
+            stats, feats = read_facts([by_id[i] for i in result["case_id"]])  # each image read once more
+            from kneeoa.trust.envelope import check_envelope
+
+            warned = [check_envelope(st, trusted.stats.envelope) for st in stats]
+            extra = trusted(result["kl_probs"], result["oa_prob"], result["embedding"], warned, feats)
+            write_table(paths["trust"], [{"CMT_ID": r["CMT_ID"], "label_kl": r["label_kl"], **t}
+                                         for r, t in zip(rows, extra)], TRUST_FILE_COLUMNS)
+        metrics = evaluation_metrics(result)
+        if excluded:
+            metrics["n_excluded_nonfinite"] = len(excluded)
+        write_table(paths["metrics_csv"], [{"model": name, "split": split, **metrics}],
+                    ["model", "split", *metrics.keys()])
+        if embeddings:
+            train_cases = cohort.split("train") if split != "train" else cases
+            train_result, _ = drop_nonfinite(predict_cases(model, train_cases, shape, dev, batch_size, workers, cache_dir))
+            write_embeddings(paths["embeddings"], name, {"train": (train_cases, train_result), split: (cases, result)})
+        return {**{k: v for k, v in paths.items()}, "metrics": metrics, "n": len(cases)}
 
 
 def drop_nonfinite(result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
