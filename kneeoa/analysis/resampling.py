@@ -19,7 +19,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kneeoa.analysis.trapezoid_auc import auc_trapezoid_counts, macro_auc_trapezoid_counts
+from kneeoa.analysis.trapezoid_auc import (
+    auc_trapezoid,
+    auc_trapezoid_counts,
+    macro_auc_trapezoid,
+    macro_auc_trapezoid_counts,
+)
 
 # name -> function(counts (B,n), y (n,), score) -> (B,)
 CountMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -120,9 +125,11 @@ SKLEARN_ARITHMETIC: dict[str, CountMetric] = {
     "auc": auc_trapezoid_counts,
     "macro_auc": macro_auc_trapezoid_counts,
 }
+SINGLE_SAMPLE_AUC = {"auc": auc_trapezoid, "macro_auc": macro_auc_trapezoid}  # scikit-learn itself
 
 
 def metric_value(metric: str, y: np.ndarray, score: np.ndarray) -> float:
     """One metric on the full sample (all subjects once), equal to scikit-learn's value bit for bit."""
-    kernel = SKLEARN_ARITHMETIC.get(metric, COUNT_METRICS[metric])
-    return float(kernel(np.ones((1, len(y))), np.asarray(y), np.asarray(score))[0])
+    if metric in SINGLE_SAMPLE_AUC:
+        return float(SINGLE_SAMPLE_AUC[metric](np.asarray(y), np.asarray(score)))
+    return float(COUNT_METRICS[metric](np.ones((1, len(y))), np.asarray(y), np.asarray(score))[0])

@@ -5,6 +5,12 @@ input_shape, spacing, dtype, cache format version): editing or replacing a sourc
 preprocessing, gives a new key. Entries are written atomically; an unreadable or wrong-shaped entry is
 recomputed. Stored as float32 by default; `dtype='float16'` halves the disk use (values are z-scores, so
 float16's ~3 significant digits are plenty) and tensors are returned as float32 either way.
+
+Why not MONAI's `PersistentDataset`: it writes each item with `torch.save` and reads it back with
+`torch.load`, i.e. it unpickles its cache (only recent MONAI passes `weights_only=True`; we support 1.3 on).
+A cache folder is shared between runs, processes and users, so reading it must never run code: entries
+here are plain `.npy` read with `allow_pickle=False`. Its key (a hash of the item dict, the file path) also
+ignores the file's size and mtime, so an edited image would be served stale.
 """
 
 from __future__ import annotations

@@ -58,25 +58,23 @@ def check_nifti_header(path: Path, gz: bool) -> int:
             break
     else:
         raise InputError("not a NIfTI file (wrong header size field / magic bytes)", path)
-    if sizeof_hdr == 348:
-        magic = head[344:348]
-        if magic == b"ni1\0":
-            raise InputError("NIfTI header of a .hdr/.img pair; convert to a single .nii/.nii.gz file", path)
-        if magic != b"n+1\0":
-            raise InputError(f"not a NIfTI-1 file (magic {magic!r})", path)
-        dims = struct.unpack(endian + "8h", head[40:56])
-        datatype = struct.unpack(endian + "h", head[70:72])[0]
-        bitpix = struct.unpack(endian + "h", head[72:74])[0]
-        vox_offset = struct.unpack(endian + "f", head[108:112])[0]
-    else:
-        if len(head) < 540:
-            raise InputError(f"truncated NIfTI-2: {len(head)} header bytes, expected 540", path)
-        if head[4:12] != NIFTI2_MAGIC:
-            raise InputError(f"not a NIfTI-2 file (magic {head[4:12]!r})", path)
-        datatype = struct.unpack(endian + "h", head[12:14])[0]
-        bitpix = struct.unpack(endian + "h", head[14:16])[0]
-        dims = struct.unpack(endian + "8q", head[16:80])
-        vox_offset = struct.unpack(endian + "q", head[168:176])[0]
+    if sizeof_hdr == 540 and len(head) < 540:
+        raise InputError(f"truncated NIfTI-2: {len(head)} header bytes, expected 540", path)
+    # the fields come from nibabel's own header classes (endianness, NIfTI-1/2 layouts); `check=False`: a
+    # corrupt header is ours to report below, in one line, before nibabel would allocate its data
+    import nibabel as nib
+
+    header = (nib.Nifti1Header if sizeof_hdr == 348 else nib.Nifti2Header)(
+        head[:sizeof_hdr], endianness=endian, check=False)
+    magic = header["magic"].tobytes()
+    if sizeof_hdr == 348 and magic == b"ni1\0":
+        raise InputError("NIfTI header of a .hdr/.img pair; convert to a single .nii/.nii.gz file", path)
+    if sizeof_hdr == 348 and magic != b"n+1\0":
+        raise InputError(f"not a NIfTI-1 file (magic {magic!r})", path)
+    if sizeof_hdr == 540 and magic != NIFTI2_MAGIC:
+        raise InputError(f"not a NIfTI-2 file (magic {magic!r})", path)
+    dims = [int(d) for d in header["dim"]]
+    datatype, bitpix, vox_offset = int(header["datatype"]), int(header["bitpix"]), float(header["vox_offset"])
     ndim = dims[0]
     if not 1 <= ndim <= 7:
         raise InputError(f"NIfTI header declares {ndim} dimensions (corrupt header)", path)

@@ -30,6 +30,12 @@ def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+# Why not MONAI's invertible transforms (Orientation -> Transpose -> Resize, undone with `Compose.inverse`)
+# for `to_model_space` / `model_map_to_volume`: measured on an oblique 20x28x18 volume (MONAI 1.6), the chain
+# does not reproduce our preprocessing (it resizes before the z-score, we z-score the full-resolution volume
+# as the paper does: max |diff| 1.7 in z units), and its inverse of a (1, D, H, W) map came back in another
+# axis order (28, 18, 20 instead of 20, 28, 18). The inverse also needs the forward pass's MetaTensor trace,
+# which the fast path (`kneeoa.data.resample`) and a saliency map made from a plain tensor do not carry.
 def to_model_space(array_ijk: Any) -> Any:
     """(..., i, j, k) -> (..., k, i, j) = (D, H, W); numpy arrays or torch tensors (the paper's permute)."""
     if isinstance(array_ijk, torch.Tensor):

@@ -3,7 +3,7 @@
 Standard library only (it runs before anything is installed). torch is special: it must come from
 Slicer's PyTorch extension (`PyTorchUtils`, which picks the CUDA build matching the driver), never
 from PyPI as a side effect. So the pip step runs only once torch is present, and pins the installed
-torch with a constraints file: monai, captum and mambapy depend on torch and would otherwise let pip
+torch with a constraints file: monai, captum and netcal depend on torch and would otherwise let pip
 replace it with a CPU wheel from PyPI.
 """
 
@@ -28,7 +28,6 @@ REQUIREMENTS = (
     "SimpleITK>=2.3",
     "captum>=0.7",
     "safetensors>=0.4",
-    "mambapy>=1.2",
     "openpyxl>=3.1",
     "matplotlib>=3.7",
     "pyyaml>=6",

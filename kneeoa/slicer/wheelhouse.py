@@ -91,7 +91,7 @@ def resolve(requirements: Sequence[str], python_version: str, platform: str, ind
             excluded: Sequence[str] = EXCLUDED, max_rounds: int = 25) -> list[dict]:
     """The wheels reachable from `requirements` on the target, never resolving an excluded package.
 
-    Why not one `pip download` with dependencies: torch is a dependency of monai/captum/mambapy, and pip's
+    Why not one `pip download` with dependencies: torch is a dependency of monai/captum/netcal, and pip's
     resolver then fetches (and backtracks over) multi-GB torch wheels for the target platform - measured here:
     28 GB read in 18 min without finishing. So pip resolves one layer at a time with --no-deps, and the
     Requires-Dist of each resolved wheel (markers evaluated for the target) gives the next layer; a package is

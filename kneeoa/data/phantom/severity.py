@@ -173,22 +173,19 @@ def case_labels(seed: int, case_number: int, partner: int | None = None) -> Case
 
 
 def cohens_kappa(a: np.ndarray, b: np.ndarray, weights: str | None = None, n_classes: int = N_KL) -> float:
-    """Cohen's kappa of two integer ratings (weights None, 'linear' or 'quadratic'); nan if undefined."""
+    """Cohen's kappa of two integer ratings (weights None, 'linear' or 'quadratic'); nan if undefined.
+    scikit-learn's `cohen_kappa_score` over the grades 0..n_classes-1."""
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score
+
+    if weights not in (None, "linear", "quadratic"):
+        raise ValueError(f"weights must be None, 'linear' or 'quadratic', got {weights!r}")
     a, b = np.asarray(a, dtype=int), np.asarray(b, dtype=int)
     if a.size == 0:
         return float("nan")
-    observed = np.zeros((n_classes, n_classes))
-    np.add.at(observed, (a, b), 1.0)
-    observed /= observed.sum()
-    expected = np.outer(observed.sum(1), observed.sum(0))
-    i, j = np.indices((n_classes, n_classes))
-    if weights is None:
-        w = (i != j).astype(float)
-    elif weights == "linear":
-        w = np.abs(i - j).astype(float)
-    elif weights == "quadratic":
-        w = ((i - j) ** 2).astype(float)
-    else:
-        raise ValueError(f"weights must be None, 'linear' or 'quadratic', got {weights!r}")
-    denom = (w * expected).sum()
-    return float("nan") if denom == 0 else float(1.0 - (w * observed).sum() / denom)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # one grade only: kappa undefined, nan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(cohen_kappa_score(a, b, labels=list(range(n_classes)), weights=weights))
