@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from kneeoa import __version__
+from kneeoa.contracts.catalog import PLUGINS_ENV, load_plugins
 from kneeoa.errors import KneeOAError
 from kneeoa.progress import MODE_ENV, one_line
 from kneeoa.progress import MODES as PROGRESS_MODES
@@ -143,6 +144,11 @@ def _is_allocation_error(err: RuntimeError) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
+    try:  # backbones added from outside (README "Contributing"): registered before the parser lists them
+        load_plugins()
+    except Exception as err:  # a plugin that fails to import: one line, not a traceback
+        print(f"kneeoa: error: cannot import a {PLUGINS_ENV} module: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.progress:
