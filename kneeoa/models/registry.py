@@ -63,7 +63,7 @@ class ModelSpec:
             raise ConfigError(problem)
         self.input_shape = tuple(int(s) for s in shape)
         if self.width is not None and (not whole_number(self.width) or not 1 <= self.width <= MAX_OPTION_NUMBER):
-            raise ConfigError(f"width must be an integer from 1 to {MAX_OPTION_NUMBER}, got {self.width!r}")
+            raise ConfigError(f"width must be a positive integer up to {MAX_OPTION_NUMBER}, got {self.width!r}")
         self.width = None if self.width is None else int(self.width)
         if not isinstance(self.options or {}, dict):
             raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
