@@ -66,3 +66,21 @@ def test_top_k_count_rounds_before_ceiling():
     assert top_k_count(0.01, 300) == 3  # 0.01 * 300 is 3.0000000000000004 in floating point
     assert top_k_count(0.05, 10) == 1
     assert top_k_count(0.10, 101) == 11
+
+
+def test_volumes_are_accepted_as_well_as_arrays():
+    """What read_volume / compute_saliency return can go in directly (it raised a raw TypeError)."""
+    from kneeoa.analysis.overlap import saliency_overlap as overlap
+    from kneeoa.data.volume import Volume
+
+    sal = np.zeros((4, 4, 4))
+    sal[0] = 1.0
+    mask = np.zeros((4, 4, 4), dtype=np.uint8)
+    mask[0] = 2
+    as_arrays = overlap(sal, mask)
+    as_volumes = overlap(Volume(sal, np.eye(4)), Volume(mask, np.eye(4)))
+    assert as_volumes["mass_roi"] == as_arrays["mass_roi"] == 1.0
+    shifted = np.eye(4)
+    shifted[0, 3] = 5.0
+    with pytest.raises(ValueError, match="different grids"):
+        overlap(Volume(sal, np.eye(4)), Volume(mask, shifted))

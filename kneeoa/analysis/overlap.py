@@ -44,8 +44,12 @@ def saliency_overlap(saliency, mask, labels: Sequence[int] = CARTILAGE_LABELS,
     to overlap: every union number is NaN (not 0.0, which reads as "saliency missed the cartilage") and a
     DataWarning names `source` (the mask file).
     """
-    s = np.asarray(saliency, dtype=np.float64)
-    m = np.asarray(mask)
+    if hasattr(saliency, "affine") and hasattr(mask, "affine") and \
+            not np.allclose(np.asarray(saliency.affine), np.asarray(mask.affine), atol=1e-4):
+        raise ValueError("saliency and mask are on different grids (affines differ): resample to one grid first")
+    # `Volume`s (what read_volume and compute_saliency return) or plain arrays on the same grid
+    s = np.asarray(getattr(saliency, "array", saliency), dtype=np.float64)
+    m = np.asarray(getattr(mask, "array", mask))
     if s.shape != m.shape:
         raise ValueError(f"saliency shape {s.shape} and mask shape {m.shape} differ: resample to one grid first")
     if s.size == 0:
