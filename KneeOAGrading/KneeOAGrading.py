@@ -47,7 +47,9 @@ class KneeOAGrading(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Grade a knee MRI for osteoarthritis: OA probability, Kellgren-Lawrence grade probabilities and a "
             "saliency map over the cartilage, from a dual-head model. Research software, not for clinical use. "
-            "The bundled demo model is trained on a synthetic phantom.")
+            "The bundled demo model is trained on a synthetic phantom. 'Segment knee' segments femur, tibia and "
+            "cartilage (Segmentation node + cartilage thickness) when a scan has no mask; the bundled demo "
+            "segmenter is synthetic too.")
         self.parent.acknowledgementText = _(
             "Implements the hierarchical OA/KL supervision of Zhang, arXiv 2605.00718 (2026).")
 

@@ -48,12 +48,12 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
     shape = input_shape_of(model, card)
     say("reading image")
     image = read_volume(image_path)
-    from kneeoa.segmentation.auto import MaskSource
+    from kneeoa.segmentation.auto import AUTOMATIC, MaskSource
 
     if mask_path is None and segmenter is not None:
         say("segmenting")
     mask, mask_source = MaskSource(segmenter, dev).mask_for(image, mask_path, knee_side=knee_side)
-    if mask_source == "automatic" and segmentation_out is not None:
+    if mask_source == AUTOMATIC and segmentation_out is not None:
         write_nifti(segmentation_out, mask, image.affine, is_label=True)
     from kneeoa.trust.predict import load_trust_predictor
 

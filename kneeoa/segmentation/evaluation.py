@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.segmentation import MASK_SOURCES
 from kneeoa.contracts.vocab import LABEL_OF
 
 MEDIAL_COLUMN = "medial_tibial_thickness_mean_mm"
@@ -64,7 +65,7 @@ def cohort_segmentation(cohort: Any, out: str | Path, segmenter: str | Path, n_c
     if all(t["true_severity"] != "" for t in thickness):
         severity = [t["true_severity"] for t in thickness]
         rho = {source: spearman([t[f"medial_thickness_{source}_mm"] for t in thickness], severity)
-               for source in ("automatic", "reference")}
+               for source in reversed(MASK_SOURCES)}  # automatic first, as the report reads
     figure = outlines_png(shown, out / "figures" / "segmentation_outlines.png")
     return {"summary": summarize(rows), "rows": rows, "thickness": thickness, "spearman": rho, "figure": figure,
             "segmenter": str(segmenter), "card": card}
