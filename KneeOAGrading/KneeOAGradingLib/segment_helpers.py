@@ -11,6 +11,9 @@ from kneeoa.slicer import deps, display, module_widget
 
 
 class SegmentationPanel:
+    _segRun = None  # the widget's __init__ sets these; class defaults keep cleanup safe on a half-built widget
+    _segTimer = None
+
     def onSegmentButton(self):
         if self._segRun is not None:
             self._cancelSegmentation()
@@ -55,7 +58,8 @@ class SegmentationPanel:
 
     def _cancelSegmentation(self):
         if self._segRun is not None:
-            self._segTimer.stop()
+            if self._segTimer is not None:
+                self._segTimer.stop()
             self._segRun.job.cancel()
             self._segRun.cleanup()
             self._segRun = None

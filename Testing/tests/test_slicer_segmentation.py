@@ -131,3 +131,29 @@ def test_module_logic_segments_from_the_console_and_grading_options_take_the_bun
     volume = nodes.volume_node_from_array(image.array, image.affine, "oaizib_016_0000", scene)
     out = logic.segmentKnee(volume, segmenter=str(segmenter), device="cpu")
     assert seg_glue.is_automatic(out.segmentation_node) and out.thickness_table_node is not None
+
+
+class _TimerStandIn:  # stand-in for qt.QTimer (no Qt in slicer-core)
+    active = True
+
+    def stop(self):
+        self.active = False
+
+
+def test_widget_cleanup_cancels_a_running_segmentation(module):
+    import types
+
+    widget = object.__new__(module.KneeOAGradingWidget)
+    widget._timer, widget._segTimer = _TimerStandIn(), _TimerStandIn()
+    job = types.SimpleNamespace(cancelled=False)
+    job.cancel = lambda: setattr(job, "cancelled", True)
+    cleaned = []
+    widget._segRun = types.SimpleNamespace(job=job, cleanup=lambda: cleaned.append(1))
+    widget._run, widget._queue = None, []
+    widget.removeObservers = lambda: None
+    widget.ui = types.SimpleNamespace(segmentButton=types.SimpleNamespace(), applyButton=types.SimpleNamespace(),
+                                      gradeAllButton=types.SimpleNamespace(), progressBar=types.SimpleNamespace(),
+                                      statusLabel=types.SimpleNamespace())
+    widget._parameterNode = None
+    widget.cleanup()
+    assert job.cancelled and cleaned == [1] and widget._segRun is None and not widget._segTimer.active
