@@ -99,6 +99,9 @@ def test_segment_one_image_writes_its_label_map_and_refuses_a_grading_checkpoint
     assert main(["segment", str(image), "--checkpoint", str(grading_model), "--out",
                  str(tmp_path / "two.nii.gz")]) == 1
     assert "not a segmenter" in capsys.readouterr().err
+    # and the other way round: a segmenter is not a grading model
+    assert main(["grade", str(image), "--checkpoint", str(ckpt), "--result-json", str(tmp_path / "r.json")]) == 1
+    assert "this is a segmenter" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch", SEG_ARCHS)

@@ -117,6 +117,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Rebuild the model from the card alone, load its weights strictly; returns (model in eval mode, card)."""
     path = Path(path)
     card = read_card(path)
+    from kneeoa.contracts.segmentation import SEG_CARD_KIND
+
+    if card.get("kind") == SEG_CARD_KIND:
+        raise CheckpointError("this is a segmenter (from `kneeoa train-seg`), not a grading model; use it with "
+                              "`kneeoa segment` or --segmenter", path)
     try:
         spec = ModelSpec.from_dict(card["spec"])
     except (ConfigError, TypeError, ValueError, OverflowError) as err:
