@@ -94,3 +94,18 @@ def test_the_console_result_object_exposes_the_trust_block(calibrated, phantom_c
     out = grading.finish(grading.GradingFiles(tmp_path, image, None, None, _result(calibrated, image, tmp_path)),
                          volume, scene=scene)
     assert out.trust[names.KL_SET_LABEL].startswith("KL ") and out.trust[names.OOD_FLAG] in (0, 1)
+
+
+def test_a_chosen_set_level_reaches_the_grading_command(tmp_path):
+    from kneeoa.cli import build_parser
+
+    scene = fresh_scene()
+    volume = nodes.volume_node_from_array(np.zeros((8, 8, 8), np.float32) + np.arange(8.0), np.eye(4), "v", scene)
+    default, _ = grading.prepare(volume, grading.GradingOptions(tmp_path / "m.safetensors"), tmp_path / "a")
+    assert "--alpha" not in default
+    argv, _ = grading.prepare(volume, grading.GradingOptions(tmp_path / "m.safetensors", alpha=0.2), tmp_path / "b",
+                              python="py")
+    assert build_parser().parse_args(argv[3:]).alpha == 0.2
+    assert grading.on_cpu(grading.GradingOptions(tmp_path / "m.safetensors", alpha=0.2)).alpha == 0.2
+    with pytest.raises(ValueError, match="alpha"):
+        grading.GradingOptions(tmp_path / "m.safetensors", alpha=1.5)

@@ -8,6 +8,7 @@ in the child process; here we only move data and draw.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 
 from kneeoa.contracts.checkpoint_meta import read_card
 from kneeoa.contracts.prediction import Prediction
+from kneeoa.contracts.trust import DEFAULT_ALPHA
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_NONE, SALIENCY_TARGETS
 from kneeoa.errors import NOT_ENOUGH_GPU_MEMORY, CheckpointError, JobError
 from kneeoa.slicer import jobs
@@ -64,8 +66,11 @@ class GradingOptions:
     target: str = "auto"
     device: str = "auto"
     segmenter: Path | None = None
+    alpha: float = DEFAULT_ALPHA  # calibrated checkpoints: the KL/OA sets hold the grade for ~1 - alpha of knees
 
     def __post_init__(self) -> None:
+        if not 0.0 < float(self.alpha) < 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, got {self.alpha}")
         for name, value, allowed in (("saliency method", self.saliency_method, SALIENCY_CHOICES),
                                      ("target", self.target, SALIENCY_TARGETS), ("device", self.device, DEVICES)):
             if value not in allowed:
@@ -79,7 +84,7 @@ def needs_cpu(error: BaseException | str) -> bool:
 
 def on_cpu(options: GradingOptions) -> GradingOptions:
     """The same options on the CPU."""
-    return GradingOptions(options.checkpoint, options.saliency_method, options.target, "cpu")
+    return dataclasses.replace(options, device="cpu")
 
 
 @dataclass
@@ -188,6 +193,8 @@ def prepare(volume_node: Any, options: GradingOptions, work_dir: str | Path, mas
                               saliency_out=files.saliency,
                               saliency_method=options.saliency_method if files.saliency else None,
                               target=options.target, device=options.device, python=python)
+    if options.alpha != DEFAULT_ALPHA:
+        argv += ["--alpha", repr(float(options.alpha))]
     if mask_node is None and options.segmenter is not None:
         files.segmentation = work_dir / "segmentation.nii.gz"
         argv += ["--segmenter", str(options.segmenter), "--segmentation-out", str(files.segmentation)]
