@@ -179,8 +179,6 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any) -> dict:
 
 def _train_epoch(net: Any, loader: Any, loss_fn: Any, optimizer: Any, scaler: Any, device: Any, cfg: dict,
                  info: Any, epoch: int) -> dict:
-    import torch
-
     from kneeoa.engine.devices import autocast, oom_guard
 
     net.train()
@@ -201,7 +199,6 @@ def _train_epoch(net: Any, loader: Any, loss_fn: Any, optimizer: Any, scaler: An
             raise JobError(f"segmentation loss became {value} in epoch {epoch + 1}; try a lower --lr")
         loss_sum += value * x.shape[0]
         n += x.shape[0]
-    del torch
     loss_sum, n = distributed.all_reduce_sum([loss_sum, n], info)
     return {"epoch": epoch + 1, "loss": loss_sum / max(n, 1), "lr": optimizer.param_groups[0]["lr"],
             "time_s": round(time.perf_counter() - t0, 3), "patches": int(n)}
