@@ -103,13 +103,15 @@ def case_cpu_path(gz: Path, repeats: int) -> list[dict]:
     def baseline():
         return preprocess_reference(*read_reference(gz), MODEL_INPUT)
 
-    staging = torch.empty(KNEE, dtype=torch.int16)
+    from kneeoa.engine.feed import contiguous_view
+
+    staging = torch.empty(KNEE[::-1], dtype=torch.int16)  # NIfTI's memory order (k, j, i)
     if torch.cuda.is_available():
         staging = staging.pin_memory()
 
-    def cpu_share():  # what a loader worker does when the device preprocesses: decode, copy to staging
-        volume = read_volume(gz, stored_dtype=True)
-        staging.copy_(torch.from_numpy(volume.array))
+    def cpu_share():  # what the feed does per volume when the device preprocesses: decode, copy to staging
+        raw, _axes = contiguous_view(read_volume(gz, stored_dtype=True).array)
+        staging.copy_(raw)
         return staging
 
     (t_ours, x_ours), (t_base, x_base), (t_share, _) = interleaved_best([ours, baseline, cpu_share], repeats,

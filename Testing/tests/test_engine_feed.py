@@ -68,6 +68,7 @@ def test_a_device_item_carries_stored_voxels_that_preprocess_like_the_cpu_path(t
         spec = feed.InputSpec((10, 12, 9), reorient)
         item = feed.VolumeFeed([("a", str(path))], spec, on_device=True)[0]
         assert item["error"] == "" and item["raw"].dtype == torch.int16 and item["image"] is None
+        assert item["raw"].is_contiguous()  # NIfTI is Fortran-ordered: its transpose is handed over
         x = feed.model_input(item, spec, "cpu")
         expected = preprocess_volume(read_volume(path), (10, 12, 9), reorient=reorient)
         torch.testing.assert_close(x, expected, atol=2e-5, rtol=1e-5)

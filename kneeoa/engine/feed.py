@@ -100,13 +100,14 @@ class VolumeFeed(torch.utils.data.Dataset):
         from kneeoa.data.volume import read_volume
 
         key, path = self.items[index]
-        item: dict[str, Any] = {"key": key, "path": path, "image": None, "raw": None, "affine": None,
-                                "envelope": [], "error": ""}
+        item: dict[str, Any] = {"key": key, "path": path, "image": None, "raw": None, "raw_axes": None,
+                                "affine": None, "envelope": [], "error": ""}
         t0 = time.perf_counter()
         try:
             volume = read_volume(path, stored_dtype=self.on_device)
             if self.on_device:
-                item.update(raw=torch.from_numpy(volume.array), affine=volume.affine)
+                raw, axes = contiguous_view(volume.array)
+                item.update(raw=raw, raw_axes=axes, affine=volume.affine)
             else:
                 item["image"] = preprocess_volume(volume, self.spec.shape, reorient=self.spec.reorient)
             if self.check is not None:
@@ -117,6 +118,21 @@ class VolumeFeed(torch.utils.data.Dataset):
             item.update(error=f"{type(err).__name__}: {err}", image=None, raw=None)
         item["decode_s"] = time.perf_counter() - t0
         return item
+
+
+def contiguous_view(array: Any) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(a C-contiguous tensor over the array's memory, the permutation that gives back (i, j, k) axes).
+
+    NIfTI data is Fortran-ordered: its transpose is contiguous, so the shared-memory hand-off of a worker,
+    pinning and the host-to-device copy are plain memcpys, never a transposing copy of the full grid."""
+    import numpy as np
+
+    a = np.asarray(array)
+    if a.flags.c_contiguous:
+        return torch.from_numpy(a), (0, 1, 2)
+    if a.flags.f_contiguous:
+        return torch.from_numpy(a.T), (2, 1, 0)
+    return torch.from_numpy(np.ascontiguousarray(a)), (0, 1, 2)
 
 
 def collate_items(items: list[dict]) -> list[dict]:
@@ -133,7 +149,7 @@ def model_input(item: dict, spec: InputSpec, device: Any) -> torch.Tensor:
 
     if item["image"] is not None:
         return item["image"].to(device=device, dtype=spec.dtype, non_blocking=True)
-    raw = item["raw"].to(device, non_blocking=True)
+    raw = item["raw"].to(device, non_blocking=True).permute(item["raw_axes"])  # back to (i, j, k): a view
     return finite_input(preprocess_tensor(raw, item["affine"], spec.shape, spec.dtype, spec.reorient), item["path"])
 
 
