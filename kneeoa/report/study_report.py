@@ -164,6 +164,8 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
         row["mass_roi_chance"] = chance
         row["mass_roi_x_chance"] = mass / chance if isinstance(mass, float) and chance > 0 else float("nan")
     keep = ["backbone", "variant", "n_cases", "mass_roi", "mass_roi_chance", "mass_roi_x_chance"]
+    if rows and rows[0].get("n_automatic_masks"):  # overlaps on automatic masks (`--segmenter`) are counted
+        keep.insert(3, "n_automatic_masks")
     keep += [k for k in (rows[0] if rows else {}) if k not in keep and (k.startswith(("top5", "dice5"))
                                                                        or (k.endswith("mass_roi") and k != "mass_roi"))]
     models = [n for n in sorted(saliency["maps"], key=_order) if n.endswith("_dual")]
