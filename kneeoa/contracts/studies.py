@@ -16,6 +16,12 @@ CV_META_FILE = "cv_study.json"  # protocol settings, checked on resume
 # task states written by `kneeoa study --run-task` (STUDY/status/task_<index>.json)
 TASK_RUNNING, TASK_DONE, TASK_FAILED = "running", "done", "failed"
 SEED_COMBINED = "combined"  # the `seed` value of the across-seeds rows in cv_stats.csv
+# STUDY/tables/cv_stats.csv (one row per test and seed) and cv_seed_summary.csv (one row per test)
+CV_STATS_COLUMNS = ["seed", "backbone", "task", "metric", "single", "dual", "delta", "ci_lo", "ci_hi", "p_value",
+                    "test", "n_knees", "n_subjects", "q_value_BH", "sig_fdr_0.05"]
+SEED_SUMMARY_COLUMNS = ["backbone", "task", "metric", "n_seeds", "mean_delta", "sd_delta", "min_delta", "max_delta",
+                        "n_seeds_sig", "n_fold_runs_positive", "n_fold_runs", "combined_delta", "combined_ci_lo",
+                        "combined_ci_hi", "combined_p", "combined_q", "combined_sig"]
 
 
 def fold_dir(fold: int) -> str:

@@ -23,14 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from kneeoa.contracts.studies import SEED_COMBINED
+from kneeoa.contracts.studies import CV_STATS_COLUMNS, SEED_COMBINED, SEED_SUMMARY_COLUMNS
 
 FDR_LEVEL = 0.05
-CV_STATS_COLUMNS = ["seed", "backbone", "task", "metric", "single", "dual", "delta", "ci_lo", "ci_hi", "p_value",
-                    "test", "n_knees", "n_subjects", "q_value_BH", "sig_fdr_0.05"]
-SEED_SUMMARY_COLUMNS = ["backbone", "task", "metric", "n_seeds", "mean_delta", "sd_delta", "min_delta", "max_delta",
-                        "n_seeds_sig", "n_fold_runs_positive", "n_fold_runs", "combined_delta", "combined_ci_lo",
-                        "combined_ci_hi", "combined_p", "combined_q", "combined_sig"]
 LATENT_KEYS = ("evr_pc1", "abs_rho_pc1_kl", "abs_rho_pc1_oa", "probe_auroc_test", "centroid_monotone",
                "abs_rho_pc1_true_severity")
 

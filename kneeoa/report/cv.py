@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from kneeoa.contracts.studies import SEED_COMBINED
+from kneeoa.contracts.studies import SEED_COMBINED, SEED_SUMMARY_COLUMNS
 from kneeoa.report.html import Figure, Section, Table, write_report
 
-SUMMARY_COLUMNS = ["backbone", "task", "metric", "n_seeds", "mean_delta", "sd_delta", "min_delta", "max_delta",
-                   "n_seeds_sig", "n_fold_runs_positive", "n_fold_runs", "combined_delta", "combined_ci_lo",
-                   "combined_ci_hi", "combined_q", "combined_sig"]
+SUMMARY_COLUMNS = [c for c in SEED_SUMMARY_COLUMNS if c != "combined_p"]  # q says it
 SEED_COLOURS = ("#4575b4", "#91bfdb", "#fc8d59", "#d73027", "#7b3294", "#1a9850", "#8c510a", "#666666")
 
 
