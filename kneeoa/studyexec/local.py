@@ -8,6 +8,7 @@ A failed task does not stop the others; its return code and log are reported.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -59,9 +60,12 @@ def run_local(study: Path, indices: Sequence[int], jobs: int = 1, devices: Seque
                 log = log_path(study, index)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 fh = open(log, "ab")
+                # each task in its own session (POSIX): stopping it reaches its DataLoader workers too (killpg),
+                # and a terminal's Ctrl-C reaches only this parent, which then stops the tasks in order
                 proc = subprocess.Popen(task_command(study, index, python), stdout=fh, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=child_environment(slot, jobs, devices),
-                                        cwd=safe_cwd())  # never the user's folder (a planted torch.py)
+                                        cwd=safe_cwd(),  # never the user's folder (a planted torch.py)
+                                        start_new_session=True)
                 running[index] = (proc, slot, fh)
             time.sleep(POLL_S)
             for index, (proc, slot, fh) in list(running.items()):
@@ -75,7 +79,28 @@ def run_local(study: Path, indices: Sequence[int], jobs: int = 1, devices: Seque
                     on_done(index, proc.returncode)
     finally:
         for proc, _slot, fh in running.values():  # interrupted: stop our children, keep their logs
-            proc.terminate()
-            proc.wait()
+            _stop(proc)
             fh.close()
     return codes
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the task's process group (the task records itself as failed), SIGKILL after the grace time."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        if hasattr(os, "killpg"):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            proc.kill()
+        proc.wait()
