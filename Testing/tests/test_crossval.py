@@ -4,6 +4,7 @@ the across-seeds summary, the executors' scripts and plan, and a tiny K=3 x S=2 
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -302,3 +303,38 @@ def test_slurm_executor_without_submitting_writes_the_array_of_unfinished_runs(b
     script = (out / "slurm" / "study.sbatch").read_text()
     assert "#SBATCH --array=0-5\n" in script and "#SBATCH --partition=gpu" in script
     assert not (out / "slurm" / "submitted.json").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc (Linux)")
+def test_stopping_a_local_task_reaches_its_whole_process_group(tmp_path):
+    """A task's DataLoader workers are its children: stopping the task must not leave them running."""
+    import subprocess
+    import time
+
+    from kneeoa.studyexec.local import _stop
+
+    pid_file = tmp_path / "grandchild.pid"
+    proc = subprocess.Popen(["bash", "-c", f"sleep 300 & echo $! > {pid_file}; wait"], start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (pid_file.is_file() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    _stop(proc, grace_s=5)
+    assert proc.returncode is not None
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that a container's PID 1 may never be counts as ended)."""
+    import time
+    from pathlib import Path
+
+    for _ in range(50):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.1)
+    return True
