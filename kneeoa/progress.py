@@ -59,13 +59,15 @@ def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
 class Progress:
     """`with Progress("train", total=n) as p: p.update(1, loss=0.3)` — bar, JSON lines or silence."""
 
-    def __init__(self, task: str, total: int | None = None, unit: str = "it", disable: bool = False):
+    def __init__(self, task: str, total: int | None = None, unit: str = "it", disable: bool = False,
+                 every_line: bool = False):
         self.task, self.total, self.unit = task, total, unit
         self.done = 0
         self._mode = "none" if disable else mode()
         self._bar = None
         self._t0 = time.perf_counter()
         self._last_line = -LINE_INTERVAL_S
+        self._every_line = every_line  # "lines" mode: a line for every step (big steps: the study's models)
 
     def __enter__(self) -> Progress:
         if self._mode == "bar":
@@ -87,7 +89,7 @@ class Progress:
                  elapsed_s=round(time.perf_counter() - self._t0, 3), **metrics)
         elif self._mode == "lines":
             now = time.perf_counter()
-            if now - self._last_line >= LINE_INTERVAL_S or self.done == self.total:
+            if self._every_line or now - self._last_line >= LINE_INTERVAL_S or self.done == self.total:
                 self._last_line = now
                 print(self._line(now, metrics), file=sys.stderr, flush=True)
 

@@ -52,7 +52,7 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
     previous = _previous_timings(out)
     grid = [(b, v) for b in backbones for v in variants]
     checkpoints: dict[str, Path] = {}
-    with Progress("study", total=len(grid), unit="model") as progress:
+    with Progress("study", total=len(grid), unit="model", every_line=True) as progress:
         for backbone, variant in grid:
             t0 = time.perf_counter()
             name = model_name(backbone, variant)

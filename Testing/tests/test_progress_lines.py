@@ -30,6 +30,14 @@ def test_every_step_prints_when_steps_are_slower_than_the_interval(monkeypatch, 
     assert len(capsys.readouterr().err.splitlines()) == 4
 
 
+def test_a_task_of_big_steps_prints_every_one(monkeypatch, capsys):
+    monkeypatch.setenv(progress.MODE_ENV, "lines")
+    with Progress("study", total=3, unit="model", every_line=True) as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert [line.split()[2] for line in capsys.readouterr().err.splitlines()] == ["1/3", "2/3", "3/3"]
+
+
 def test_none_mode_stays_silent(monkeypatch, capsys):
     monkeypatch.setenv(progress.MODE_ENV, "none")
     with Progress("study", total=2, unit="model") as bar:

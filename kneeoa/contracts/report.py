@@ -26,6 +26,8 @@ COLUMN_LABELS: dict[str, str] = {
     "centroid_monotone": "Monotone", "abs_rho_pc1_true_severity": "|ρ(PC1, true severity)|",
     "n_cases": "Knees", "mass_roi": "mass@ROI (share)", "mass_roi_chance": "chance (cartilage share)",
     "mass_roi_x_chance": "mass@ROI ÷ chance", "top5_roi": "top-5% in ROI (share)", "dice5": "Dice@5%",
+    "femoral_mass_roi": "mass@femoral cartilage", "medial_tibial_mass_roi": "mass@medial tibial cartilage",
+    "lateral_tibial_mass_roi": "mass@lateral tibial cartilage",
 }
 
 LEGENDS: dict[str, str] = {
