@@ -45,15 +45,16 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
              "embeddings": out_dir / f"{name}_embeddings.npz" if embeddings else None,
              "trust": out_dir / trust_file_name(name) if trusted is not None else None}
     check_outputs(paths.values(), [checkpoint, labels], overwrite)
+    cohort = load_cohort(data, labels=labels)
+    cases = cohort.split(split)
+    if not cases:
+        raise InputError(f"no graded cases in split {split!r}", data)
     from kneeoa.utils import locks
 
-    # one writer per model's prediction files: two predicts into one folder would mix their tables
+    # one writer per model's prediction files: two predicts into one folder would mix their tables (taken
+    # after the inputs are checked, so a bad table creates no output folder)
     with locks.exclusive(locks.lock_path_for(paths["predictions"]), paths["predictions"], "the predictions"):
         check_outputs(paths.values(), [checkpoint, labels], overwrite)  # again: another run may have written
-        cohort = load_cohort(data, labels=labels)
-        cases = cohort.split(split)
-        if not cases:
-            raise InputError(f"no graded cases in split {split!r}", data)
         shape = input_shape_of(model, card)
         result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir))
         rows = _pred_rows(cases, result)
