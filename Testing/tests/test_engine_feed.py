@@ -194,3 +194,11 @@ def test_an_unreadable_case_stops_an_evaluation_with_its_name(tmp_path, checkpoi
     with pytest.raises(InputError, match=files[1].name):
         predict_cases(model, [Case(case_id=f"k{i}", image=p, kl=1) for i, p in enumerate(files)], (16, 16, 16),
                       torch.device("cpu"))
+
+
+def test_batches_are_formed_from_single_volumes_in_order(tmp_path):
+    files = volume_folder(tmp_path / "c", 5, shape=(12, 10, 9))
+    items = [(f"k{i}", str(p)) for i, p in enumerate(files)]
+    for workers in (0, feed.DECODE_THREAD):
+        batches = list(feed.iterate_batches(items, feed.InputSpec((6, 6, 6)), "cpu", workers, batch_size=2))
+        assert [[item["key"] for item in b] for b in batches] == [["k0", "k1"], ["k2", "k3"], ["k4"]]

@@ -161,13 +161,26 @@ def iterate_batches(items: list[tuple[str, str]], spec: InputSpec, device: Any, 
 
     device = torch.device(device)
     dataset = VolumeFeed(items, spec, preprocess_on_device(device), check)
-    loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=max(0, int(workers)),
+    # the loader hands over single volumes (a worker decodes one at a time, at most PREFETCH_BATCHES ahead:
+    # in flight are ~2 volumes per worker, never 2 batches of 16 knees each); batches are formed here
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=max(0, int(workers)),
                         collate_fn=collate_items, pin_memory=device.type == "cuda",
                         prefetch_factor=PREFETCH_BATCHES if workers > 0 else None)
-    if workers == DECODE_THREAD:
-        yield from threaded(iter(loader), PREFETCH_BATCHES)
-    else:
-        yield from loader
+    singles = threaded(iter(loader), PREFETCH_BATCHES * max(1, int(batch_size))) if workers == DECODE_THREAD \
+        else iter(loader)
+    yield from regroup(singles, max(1, int(batch_size)))
+
+
+def regroup(singles: Iterator[list[dict]], batch_size: int) -> Iterator[list[dict]]:
+    """One-item lists -> lists of `batch_size` items (the last one shorter), in order."""
+    batch: list[dict] = []
+    for one in singles:
+        batch.extend(one)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def threaded(batches: Iterator, depth: int) -> Iterator:
