@@ -5,8 +5,9 @@ in their stored dtype, int16 for most MRI) and the DataLoader pins them; the mai
 non-blocking and reorients, z-scores and resizes on the GPU (`kneeoa.data.resample`), so a CPU core's
 share per 384x384x160 volume is the gunzip and a copy. On the CPU the workers preprocess too (there the
 "device" is the same cores). The number of workers comes from the cores this process may use
-(`os.sched_getaffinity`, per torchrun rank) and the measured decode and model times of the first volume; the prefetch
-queue is bounded (`prefetch_factor` batches per worker), so memory stays flat however long the cohort.
+(`os.sched_getaffinity`, per torchrun rank) and the measured decode and model times of the first volume;
+the prefetch queue is bounded (`PREFETCH_BATCHES` single volumes per worker; batches are formed in the
+main process), so memory stays flat however long the cohort.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from kneeoa.errors import KneeOAError
 
-PREFETCH_BATCHES = 2  # per worker: enough to hide a slow volume, bounded so memory stays flat
+PREFETCH_BATCHES = 2  # volumes ahead per worker: enough to hide a slow volume, bounded so memory stays flat
 MAX_WORKERS = 16
 
 
