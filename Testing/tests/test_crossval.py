@@ -338,3 +338,16 @@ def _alive(pid: int) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_resuming_with_another_grid_is_refused_but_more_seeds_are_fine(bilateral_cohort, tmp_path):
+    from kneeoa.crossval.study import prepare_cv_study
+
+    out = tmp_path / "cv"
+    first = prepare_cv_study(bilateral_cohort, out, folds=3, seeds=1, backbones=("resnet3d",), variants=("dual",))
+    more = prepare_cv_study(bilateral_cohort, out, folds=3, seeds=2, backbones=("resnet3d",), variants=("dual",))
+    assert more[:len(first)] == first  # existing tasks keep their index (status files, logs, array ids)
+    with pytest.raises(ConfigError, match="variants"):
+        prepare_cv_study(bilateral_cohort, out, folds=3, seeds=2, backbones=("resnet3d",), variants=("single-oa",))
+    with pytest.raises(ConfigError, match="folds"):
+        prepare_cv_study(bilateral_cohort, out, folds=4, seeds=2, backbones=("resnet3d",), variants=("dual",))

@@ -45,7 +45,8 @@ def prepare_cv_study(data: str | Path, out: str | Path, folds: int = 5, seeds: i
     meta_path = out / CV_META_FILE
     if meta_path.is_file():
         old = json.loads(meta_path.read_text(encoding="utf-8"))
-        for key in ("data", "folds", "fold_seed", "preset"):
+        # task indices (status files, logs, array ids) follow the grid: only the number of seeds may change
+        for key in ("data", "folds", "fold_seed", "preset", "backbones", "variants"):
             if old.get(key) != meta[key]:
                 raise ConfigError(f"this study was started with {key}={old.get(key)!r}, not {meta[key]!r}; "
                                   "use a new --out", meta_path)
