@@ -248,6 +248,8 @@ def test_tiny_cv_study_end_to_end_local_executor(bilateral_cohort, tmp_path, cap
     assert main(["study", "--collect", str(out), "--resamples", "50"]) == 1
     printed = capsys.readouterr().out
     assert "failed task 0 (resnet3d_single_oa fold 0 seed 0)" in printed and "task_0.log" in printed
+    assert not (out / "pooled" / "seed0" / "resnet3d_single_oa_preds.csv").exists()  # no stale pooled file
+    assert (out / "pooled" / "seed1" / "resnet3d_single_oa_preds.csv").exists()
     assert main(args) == 0  # the views are rewritten, the failed task runs again, nothing else retrains
     assert _mtime(kept) == before
     assert json.loads((out / "study.json").read_text())["failed"] == 0

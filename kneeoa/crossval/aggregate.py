@@ -76,14 +76,15 @@ def pool_predictions(study: Path, tasks: list) -> tuple[dict[int, Path], list[st
     notes = []
     for (name, seed), members in sorted(groups.items()):
         missing = [t.fold for t in members if not t.is_done()]
+        folder = Path(study) / "pooled" / f"seed{seed}"
         if missing:
             notes.append(f"{name} seed {seed}: fold(s) {', '.join(map(str, missing))} not finished; not pooled")
+            (folder / f"{name}_preds.csv").unlink(missing_ok=True)  # a fold rerun since: no stale pooled file
             continue
         rows = []
         for task in sorted(members, key=lambda t: t.fold):
             rows += read_table(Path(task.pred_dir) / f"{name}_preds.csv")
         rows.sort(key=lambda r: (0, int(r["CMT_ID"]), "") if str(r["CMT_ID"]).isdigit() else (1, 0, str(r["CMT_ID"])))
-        folder = Path(study) / "pooled" / f"seed{seed}"
         write_table(folder / f"{name}_preds.csv", rows, pred_columns(members[0].variant))
         folders[seed] = folder
     return folders, notes
