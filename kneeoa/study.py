@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.contracts.catalog import backbone_names, study_backbones
-from kneeoa.contracts.vocab import VARIANTS, model_name
+from kneeoa.contracts.vocab import VARIANTS, model_name, split_model_name
 from kneeoa.errors import ConfigError
 from kneeoa.progress import Progress
 from kneeoa.utils import strict_json
@@ -171,7 +171,7 @@ def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases
 
 
 def _split_model(name: str) -> dict[str, str]:
-    backbone, _, variant = name.partition("_")
+    backbone, variant = split_model_name(name)  # 'resnet3d_monai_dual' -> resnet3d_monai, dual
     return {"backbone": backbone, "variant": variant}
 
 

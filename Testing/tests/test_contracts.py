@@ -132,3 +132,12 @@ def test_the_stdlib_metadata_reader_reads_what_safetensors_reads_and_refuses_the
     huge.write_bytes((MAX_HEADER + 1).to_bytes(8, "little") + b"{" + b" " * (MAX_HEADER + 8))
     with pytest.raises(CheckpointError, match="header of"):
         read_card(huge)
+
+
+def test_model_names_split_back_into_backbone_and_variant():
+    for backbone in (*catalog.backbone_names(), "toy"):
+        for variant in vocab.VARIANTS:
+            assert vocab.split_model_name(vocab.model_name(backbone, variant)) == \
+                (backbone.replace("-", "_"), vocab.variant_tag(variant))
+    with pytest.raises(ValueError, match="not <backbone>_<variant>"):
+        vocab.split_model_name("resnet3d")

@@ -35,6 +35,15 @@ def model_name(backbone: str, variant: str) -> str:
 # --- cohorts ---------------------------------------------------------------------------------------------
 SPLITS = ("train", "test", "unlabelled")  # the split of a cohort case
 
+def split_model_name(name: str) -> tuple[str, str]:
+    """'resnet3d_monai_single_kl' -> ('resnet3d_monai', 'single_kl'): inverse of `model_name` (tags as written);
+    ValueError when the name does not end in a variant tag."""
+    for tag in sorted(VARIANT_TAGS, key=len, reverse=True):
+        if name.endswith("_" + tag) and len(name) > len(tag) + 1:
+            return name[: -len(tag) - 1], tag
+    raise ValueError(f"{name!r} is not <backbone>_<variant> (variant one of {', '.join(VARIANT_TAGS)})")
+
+
 # --- execution ------------------------------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("none", "bf16", "fp16")
