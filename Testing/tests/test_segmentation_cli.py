@@ -121,3 +121,18 @@ def test_every_network_maps_a_patch_to_six_label_logits_and_survives_its_checkpo
     back, _ = load_segmenter(save_segmenter(tmp_path / "s.safetensors", model, card))
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
+
+
+def test_a_segmentation_preset_file_is_read_like_a_training_preset(tmp_path):
+    """The bounded YAML loader: duplicate keys (and aliases) are refused, naming the file."""
+    from kneeoa.errors import ConfigError
+    from kneeoa.segmentation.presets import load_seg_preset
+
+    preset = tmp_path / "seg.yaml"
+    preset.write_text("epochs: 2\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="duplicate key 'epochs'") as err:
+        load_seg_preset(preset)
+    assert str(preset) in str(err.value)
+    preset.write_text("base: &a 2\nepochs: *a\n")
+    with pytest.raises(ConfigError, match="seg.yaml"):
+        load_seg_preset(preset)

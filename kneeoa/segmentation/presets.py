@@ -50,9 +50,9 @@ def load_seg_preset(name_or_path: str | Path) -> dict:
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"unknown segmentation preset (use {', '.join(PRESETS)} or a YAML file)", path)
-    import yaml
+    from kneeoa.utils.safe_yaml import load_yaml
 
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path)  # bounded, no aliases, duplicate keys refused (as training presets)
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise ConfigError(f"unknown keys {unknown} (known: {', '.join(KEYS)})", path)

@@ -33,11 +33,10 @@ def _save_config(run: RunDir, cfg: dict) -> None:
 
 
 def _load_config(run: RunDir, overrides: dict | None) -> dict:
-    import yaml
-
     from kneeoa.segmentation.presets import validate_seg_config
+    from kneeoa.utils.safe_yaml import load_yaml
 
-    cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+    cfg = load_yaml(run.config)
     if not cfg.get("segmentation"):
         raise ConfigError("this run directory holds a grading run, not a segmentation run", run.root)
     changed = {k for k, v in (overrides or {}).items() if v is not None and cfg.get(k) != v}
