@@ -10,6 +10,7 @@ import time
 import pytest
 
 from kneeoa.slicer import jobs
+from kneeoa.utils.processes import alive
 
 
 def _script(tmp_path, name, body):
@@ -102,7 +103,7 @@ def test_poll_never_blocks_while_the_child_is_quiet(tmp_path):
 def _gone(pid, timeout_s=10.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not jobs._alive(pid):
+        if not alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -127,7 +128,7 @@ def test_cancel_stops_child_and_grandchild(tmp_path, new_session):
         for event in job.poll():
             grandchild = event.get("grandchild", grandchild)
         time.sleep(0.05)
-    assert grandchild is not None and jobs._alive(grandchild)
+    assert grandchild is not None and alive(grandchild)
     child = job.process.pid
     job.cancel(grace_s=1.0)
     assert _gone(child) and _gone(grandchild)

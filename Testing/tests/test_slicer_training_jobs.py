@@ -9,6 +9,7 @@ import pytest
 from slicer_helpers import fresh_scene
 
 from kneeoa.slicer import jobs, latent_cases, latent_plot, training
+from kneeoa.utils.processes import alive
 
 TINY = {"input_size": 24, "width": 4, "device": "cpu"}
 
@@ -91,7 +92,7 @@ def test_cancel_kills_the_training_tree_and_resume_completes_the_run(phantom_coh
     finally:
         job.cancel()
     assert job.cancelled and job.returncode != 0
-    assert not jobs._alive(job.process.pid) and not any(jobs._alive(p) for p in jobs.descendants(job.process.pid))
+    assert not alive(job.process.pid) and not any(alive(p) for p in jobs.descendants(job.process.pid))
     state = training.run_state(run)
     assert state.kind == "run" and state.resumable and 1 <= state.epochs_done < epochs
 

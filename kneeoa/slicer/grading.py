@@ -21,8 +21,8 @@ from kneeoa.contracts.checkpoint_meta import read_card
 from kneeoa.contracts.prediction import Prediction
 from kneeoa.contracts.trust import DEFAULT_ALPHA
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_NONE, SALIENCY_TARGETS
-from kneeoa.errors import NOT_ENOUGH_GPU_MEMORY, CheckpointError, JobError
-from kneeoa.slicer import jobs
+from kneeoa.errors import NOT_ENOUGH_GPU_MEMORY, JobError
+from kneeoa.slicer import bundled, jobs
 
 DEMO_CHECKPOINT = "demo_model.safetensors"
 SALIENCY_CHOICES = (*SALIENCY_METHODS, SALIENCY_NONE)  # the panel also offers "no map"
@@ -31,23 +31,13 @@ OWNED_ATTRIBUTE = "KneeOA.MadeByGrading"  # a node this module created (and may 
 
 def demo_checkpoint_candidates(module_file: str | Path) -> list[Path]:
     """Where the bundled demo model lies: next to the installed module, or in a source checkout."""
-    module_dir = Path(module_file).resolve().parent
-    return [module_dir / "Resources" / DEMO_CHECKPOINT, module_dir.parent / "Resources" / DEMO_CHECKPOINT]
+    return bundled.candidates(module_file, DEMO_CHECKPOINT)
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, module_file: str | Path) -> Path:
     """The chosen checkpoint, or the bundled demo model; CheckpointError with a clear message if missing."""
-    if checkpoint:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise CheckpointError("checkpoint file not found", path)
-        return path
-    for candidate in demo_checkpoint_candidates(module_file):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError("the bundled demo model is missing from this installation; choose a checkpoint "
-                          "(.safetensors written by `kneeoa train`) in 'Model checkpoint'",
-                          demo_checkpoint_candidates(module_file)[0])
+    return bundled.resolve(checkpoint, module_file, DEMO_CHECKPOINT, "checkpoint", "model",
+                           "choose a checkpoint (.safetensors written by `kneeoa train`) in 'Model checkpoint'")
 
 
 def read_card_header(path: str | Path) -> dict:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kneeoa.utils.processes import alive
+
 KNEEOA_ROOT = Path(__file__).resolve().parents[2]  # folder that holds the `kneeoa` package
 
 
@@ -165,21 +167,6 @@ def fraction_done(event: dict[str, Any]) -> float | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    """True if `pid` runs (a zombie awaiting its reaper counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def descendants(pid: int) -> list[int]:
     """PIDs of every process below `pid` (psutil if installed, else /proc on Linux, else none)."""
     try:
@@ -234,7 +221,7 @@ def kill_process_tree(pid: int, grace_s: float = 2.0, process: subprocess.Popen 
 def _any_alive(pids: list[int], process: subprocess.Popen | None) -> bool:
     if process is not None and process.poll() is None:
         return True
-    return any(_alive(p) for p in pids if process is None or p != process.pid)
+    return any(alive(p) for p in pids if process is None or p != process.pid)
 
 
 def wait_until_done(job: Any, on_event: Callable[[dict[str, Any]], None] | None, timeout_s: float | None,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.contracts.segmentation import MASK_SOURCES, SEGMENT_TITLES, terminology_entry, thickness_columns
-from kneeoa.errors import CheckpointError, JobError
+from kneeoa.errors import JobError
 from kneeoa.slicer import jobs
 
 DEMO_SEGMENTER = "demo_seg_model.safetensors"
@@ -29,22 +29,17 @@ TERMINOLOGY_TAG = "TerminologyEntry"  # the segment tag Slicer's terminology wid
 
 def demo_segmenter_candidates(module_file: str | Path) -> list[Path]:
     """Where the bundled demo segmenter lies: next to the installed module, or in a source checkout."""
-    module_dir = Path(module_file).resolve().parent
-    return [module_dir / "Resources" / DEMO_SEGMENTER, module_dir.parent / "Resources" / DEMO_SEGMENTER]
+    from kneeoa.slicer import bundled
+
+    return bundled.candidates(module_file, DEMO_SEGMENTER)
 
 
 def resolve_segmenter(checkpoint: str | Path | None, module_file: str | Path) -> Path:
     """The chosen segmenter, or the bundled demo one; CheckpointError with a clear message if missing."""
-    if checkpoint:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise CheckpointError("segmenter file not found", path)
-        return path
-    for candidate in demo_segmenter_candidates(module_file):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError("the bundled demo segmenter is missing from this installation; train one with "
-                          "`kneeoa train-seg` and choose it", demo_segmenter_candidates(module_file)[0])
+    from kneeoa.slicer import bundled
+
+    return bundled.resolve(checkpoint, module_file, DEMO_SEGMENTER, "segmenter", "segmenter",
+                           "train one with `kneeoa train-seg` and choose it")
 
 
 def segment_command(image: str | Path, checkpoint: str | Path, out: str | Path, result_json: str | Path,

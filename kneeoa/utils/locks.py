@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kneeoa.errors import ConfigError
+from kneeoa.utils.processes import alive
 
 UNREADABLE_STALE_S = 60.0  # a lock file nobody finished writing within a minute is left over from a crash
 
@@ -33,16 +34,6 @@ def _proc_start(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def owner_info() -> dict:
@@ -70,7 +61,7 @@ def is_stale(path: Path) -> bool:
     if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
         return False
     pid = owner["pid"]
-    if not _alive(pid):
+    if not alive(pid):
         return True
     started = owner.get("proc_start")
     now = _proc_start(pid)
