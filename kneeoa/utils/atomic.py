@@ -35,7 +35,8 @@ _RANDOM = 8  # characters mkstemp adds
 
 def temp_stem(stem: str, reserve: int) -> str:
     """`stem` cut (on a character boundary) so that a temp name built from it plus `reserve` bytes still fits
-    NAME_MAX: an output named with 250 bytes is valid, but `.<name>.XXXXXXXX.tmp.nii.gz` would not be."""
+    NAME_MAX: an output named with 250 bytes is valid, but `.<name>.<8 random characters>.tmp.nii.gz` would
+    not be."""
     budget = max(1, NAME_MAX - reserve)
     encoded = stem.encode("utf-8")
     if len(encoded) <= budget:
