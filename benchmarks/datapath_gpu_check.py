@@ -20,10 +20,8 @@ Each section is independent and time-boxed (`--budget`): a failure is recorded a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 sys.path.insert(1, str(HERE))
 
-from gpu_check import paper_spec, section, sync, train_steps  # noqa: E402
+from gpu_check import paper_spec, section, start, sync, train_steps, write_results  # noqa: E402
 
 
 def _write_one(args: tuple[str, int, tuple]) -> str:
@@ -230,19 +228,10 @@ def training(device: torch.device, tiny: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="CPU dry run with tiny inputs")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds after which sections are skipped")
-    args = parser.parse_args(argv)
-    deadline = time.monotonic() + args.budget
-    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    args, deadline, device, results = start(__doc__, 420.0, argv)
     from kneeoa.data.decompress import available_backends
 
-    results: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
-                     "torch": torch.__version__, "cuda": torch.version.cuda, "tiny": args.tiny,
-                     "gzip_backends": available_backends(), "cpu_count": os.cpu_count()}
+    results.update(gzip_backends=available_backends(), cpu_count=os.cpu_count())
     print(json.dumps(results), flush=True)
     with tempfile.TemporaryDirectory(prefix="datapath_gpu_") as tmp_name:
         tmp = Path(tmp_name)
@@ -250,11 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         section(results, "b_scoring", lambda: scoring(device, args.tiny, tmp), deadline)
         section(results, "c_inference", lambda: inference(device, args.tiny), deadline)
         section(results, "d_training", lambda: training(device, args.tiny), deadline)
-    out_dir = Path(os.environ.get("OUT") or ".")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "datapath_gpu_check.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {path}")
+    write_results(results, "datapath_gpu_check.json")
     return 0
 
 

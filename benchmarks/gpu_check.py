@@ -58,6 +58,30 @@ def section(results: dict, name: str, fn, deadline: float) -> None:
     print(f"[{name}] {json.dumps(results[name], default=str)[:1500]}", flush=True)
 
 
+def start(doc: str, budget: float, argv: list[str] | None) -> tuple[argparse.Namespace, float, torch.device, dict]:
+    """The command line, deadline, device and result header every GPU check starts with."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="CPU dry run with tiny inputs")
+    parser.add_argument("--budget", type=float, default=budget, help="seconds after which sections are skipped")
+    args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.budget
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    results: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
+                     "torch": torch.__version__, "cuda": torch.version.cuda, "tiny": args.tiny}
+    return args, deadline, device, results
+
+
+def write_results(results: dict, name: str) -> None:
+    """The results as JSON under $OUT (what comes back from the device machine), else here."""
+    out_dir = Path(os.environ.get("OUT") or ".")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwrote {path}")
+
+
 def mamba_parity(device: torch.device, tiny: bool) -> dict:
     torch.manual_seed(0)
     L = 4096 if tiny else 80 * 128 * 128 // 8  # ~164k tokens: long enough to cross many scan chunks
@@ -202,17 +226,8 @@ def tflops(device: torch.device, tiny: bool, throughput_result: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="CPU dry run with tiny inputs")
-    parser.add_argument("--budget", type=float, default=330.0, help="seconds after which sections are skipped")
-    args = parser.parse_args(argv)
-    deadline = time.monotonic() + args.budget
-    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    results: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
-                     "torch": torch.__version__, "cuda": torch.version.cuda, "tiny": args.tiny,
-                     "mamba_ssm": mamba_ssm_status()[1]}
+    args, deadline, device, results = start(__doc__, 330.0, argv)
+    results["mamba_ssm"] = mamba_ssm_status()[1]
     print(json.dumps(results), flush=True)
     section(results, "a_mamba_parity", lambda: mamba_parity(device, args.tiny), deadline)
     section(results, "a2_mamba_layer", lambda: mamba_layer_timing(device, args.tiny), deadline)
@@ -227,11 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:28} {sub:38} {json.dumps(row, default=str)[:160]}")
         else:
             print(f"{key:28} {json.dumps(value, default=str)[:200]}")
-    out_dir = Path(os.environ.get("OUT") or ".")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "gpu_check.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {path}")
+    write_results(results, "gpu_check.json")
     return 0
 
 
