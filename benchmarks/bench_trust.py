@@ -83,20 +83,8 @@ def calibration_rows(checkpoint: Path, res: dict) -> dict:
 
 def mapie_coverage(probs: np.ndarray, y: np.ndarray, alpha: float, score: str, n_splits: int, seed: int) -> float:
     """MAPIE's split-conformal LAC/APS on the same random splits (the library reference)."""
+    from baselines.mapie_reference import Probabilities
     from mapie.classification import SplitConformalClassifier
-    from sklearn.base import BaseEstimator, ClassifierMixin
-
-    class Probabilities(ClassifierMixin, BaseEstimator):
-        def fit(self, X, y=None):
-            self.classes_ = np.arange(X.shape[1])
-            self.n_features_in_ = X.shape[1]
-            return self
-
-        def predict_proba(self, X):
-            return np.asarray(X)
-
-        def predict(self, X):
-            return np.asarray(X).argmax(1)
 
     rng = np.random.default_rng(seed)
     est = Probabilities().fit(probs)

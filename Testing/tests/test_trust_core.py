@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,24 +102,19 @@ def test_ordinal_score_equals_mapie_aps_cumulative_mass_on_unimodal_probabilitie
     assert cf.aps_scores(bimodal)[0, 2] == pytest.approx(0.7)
 
 
+def _mapie_reference():
+    """benchmarks/baselines/mapie_reference.py, the adapter bench_trust.py uses too (loaded by path)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks/baselines/mapie_reference.py"
+    spec = importlib.util.spec_from_file_location("mapie_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_lac_sets_equal_mapie_split_conformal_lac_sets():
     from mapie.classification import SplitConformalClassifier
-    from sklearn.base import BaseEstimator, ClassifierMixin
 
-    class Probabilities(ClassifierMixin, BaseEstimator):
-        """A 'classifier' whose features are already its probabilities (the network ran before)."""
-
-        def fit(self, X, y=None):
-            self.classes_ = np.arange(5)
-            self.n_features_in_ = X.shape[1]
-            return self
-
-        def predict_proba(self, X):
-            return np.asarray(X)
-
-        def predict(self, X):
-            return np.asarray(X).argmax(1)
-
+    Probabilities = _mapie_reference().Probabilities
     probs, y = ordinal_cohort(400, seed=8, sharp=0.7)
     for alpha in (0.1, 0.2):
         mapie = SplitConformalClassifier(Probabilities().fit(probs, y), confidence_level=1 - alpha,
