@@ -99,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"kneeoa.commands.{module}").add_parser(sub)
         for name in [n for n in sub.choices if n not in before]:  # e.g. import-paper-checkpoint (+ aliases)
             command = sub.choices[name]
-            if command.formatter_class is argparse.HelpFormatter:  # keep a command's own formatter
-                command.formatter_class = HelpFormatter
+            command.formatter_class = HelpFormatter
             if name not in NO_THREADS and "--threads" not in command._option_string_actions:
                 add_threads_option(command)
     return parser

@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "and pick OUT.\n\n"
                     "inputs:   the target Slicer's Python version and platform (and an index or wheel folder)\n"
                     "outputs:  OUT/*.whl and OUT/kneeoa-wheelhouse.json (sha256 of each wheel)",
-        epilog=EXAMPLE, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=EXAMPLE)
     p.add_argument("out", help="folder to write the wheels and kneeoa-wheelhouse.json into")
     p.add_argument("--python-version", default=SLICER_PYTHON, help="the target Slicer's Python (5.10/5.12: 3.12)")
     p.add_argument("--platform", default="linux", choices=sorted(PLATFORMS), help="the target Slicer's platform")
