@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kneeoa.engine.score_io import ensure_header
-from kneeoa.utils.atomic import append_line, atomic_path, atomic_write_text, umask_mode
+from kneeoa.utils.atomic import append_line, atomic_path, atomic_write_text, create_once, umask_mode
 
 
 @pytest.fixture
@@ -59,3 +59,12 @@ def test_replacing_an_output_keeps_nothing_half_written(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_create_once_never_replaces_an_existing_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "table.csv"
+    create_once(target, "header\n")
+    append_line(target, "row")
+    create_once(target, "another header\n")  # a second shard starting later: the rows stay
+    assert target.read_text() == "header\nrow\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]

@@ -153,11 +153,8 @@ def append_overlap(out_dir: Path, case_id: str, saliency_ijk: np.ndarray, mask_i
                    mask_source: str) -> Path:
     """Append one case's overlap row (default labels and top-k) to OUT/saliency_overlap.csv, creating it with
     its header first; for jobs that go case by case (`score --saliency --segmenter`). Returns the table."""
-    import os
-    import tempfile
-
     from kneeoa.contracts.segmentation import MASK_SOURCE_COLUMN
-    from kneeoa.utils.atomic import append_line
+    from kneeoa.utils.atomic import append_line, create_once
 
     row = overlap_row(SaliencyCase(case_id, Path(case_id)), saliency_ijk, mask_ijk, CARTILAGE_LABELS, "auto")
     row[MASK_SOURCE_COLUMN] = mask_source
@@ -168,16 +165,7 @@ def append_overlap(out_dir: Path, case_id: str, saliency_ijk: np.ndarray, mask_i
         return csv_line([quote_formula(v) for v in values])  # a case id is never a live formula (OWASP)
 
     path = Path(out_dir) / OVERLAP_CSV
-    if not path.exists():  # the header once, atomically: shards appending to one folder never race on it
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(line(list(row)))
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+    create_once(path, line(list(row)))  # the header once, atomically: shards appending to one folder never race
     append_line(path, line([row[k] for k in row]))
     return path
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from kneeoa.contracts.schemas import SCORE_COLUMNS
 from kneeoa.errors import InputError
-from kneeoa.utils.atomic import temp_stem, umask_mode
+from kneeoa.utils.atomic import create_once
 from kneeoa.utils.cells import csv_line, quote_formula, unquote_formula
 
 
@@ -94,21 +93,7 @@ class RowWriter:
 def ensure_header(path: Path) -> None:
     """Create `path` holding just the header unless it exists (atomic: concurrent creators cannot race)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{temp_stem(path.name, 14)}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, umask_mode())  # mkstemp makes 0600: the table follows the umask like any output
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(_line(SCORE_COLUMNS))
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(tmp)
+    create_once(path, _line(SCORE_COLUMNS))
 
 
 def read_scores(path: str | Path) -> list[dict]:

@@ -97,6 +97,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def create_once(path: str | Path, text: str) -> None:
+    """Create `path` holding `text` unless it exists, atomically: of several processes creating it at once
+    (shards appending rows to one table) exactly one wins and nobody ever sees it half-written.
+
+    A hard link, not `os.replace`: linking onto an existing name fails instead of replacing it."""
+    path = Path(path)
+    if path.exists():
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{temp_stem(path.name, 2 + _RANDOM + 4)}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, umask_mode())  # mkstemp makes 0600: the file follows the umask like any output
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+
+
 def append_line(path: str | Path, line: str) -> None:
     """Append one complete line with a single write + fsync (O_APPEND): concurrent writers never interleave."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
