@@ -265,12 +265,7 @@ class GradingRun:
     def finish(self, saliency_threshold: float | None = None) -> GradingResult:
         """Nodes from the outputs of a finished job (JobError if it failed or was cancelled); removes temp files."""
         try:
-            if self.job.running:
-                raise JobError("the grading job is still running", self.volume_node.GetName())
-            if self.job.cancelled:
-                raise JobError("grading was cancelled", self.volume_node.GetName())
-            if self.job.returncode != 0:
-                raise JobError(f"grading failed: {self.job.error_message()}", self.volume_node.GetName())
+            jobs.check_succeeded(self.job, "grading", self.volume_node.GetName())
             return finish(self.files, self.volume_node, self.mask_node, self.scene, saliency_threshold)
         finally:
             self.cleanup()
@@ -300,19 +295,7 @@ def grade(volume_node: Any, options: GradingOptions, mask_node: Any = None, scen
           saliency_threshold: float | None = None) -> GradingResult:
     """Grade one volume node synchronously (console, self-test); the outputs become nodes (see `finish`)."""
     run = start(volume_node, options, mask_node, scene, env, python)
-    events: list[dict] = []
-
-    def note(event: dict) -> None:
-        events.append(event)
-        if on_event is not None:
-            on_event(event)
-
-    try:
-        run.job.wait(note, timeout_s=timeout_s)
-    except BaseException:
-        run.job.cancel()
-        run.cleanup()
-        raise
+    events = jobs.wait_collecting(run, on_event, timeout_s)
     out = run.finish(saliency_threshold)
     out.events = events
     return out

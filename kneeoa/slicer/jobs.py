@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kneeoa.errors import JobError
 from kneeoa.utils.processes import alive
 
 KNEEOA_ROOT = Path(__file__).resolve().parents[2]  # folder that holds the `kneeoa` package
@@ -239,6 +240,37 @@ def wait_until_done(job: Any, on_event: Callable[[dict[str, Any]], None] | None,
         process_gui_events()
         time.sleep(interval_s)
     return int(job.returncode or 0)
+
+
+def check_succeeded(job: Any, what: str, subject: Any, cancelled: str | None = None) -> None:
+    """JobError about `subject` unless `job` ended by itself with status 0: still running, cancelled
+    (`cancelled`, else "WHAT was cancelled") or failed (its own error line)."""
+    if job.running:
+        raise JobError(f"the {what} job is still running", subject)
+    if job.cancelled:
+        raise JobError(cancelled or f"{what} was cancelled", subject)
+    if job.returncode != 0:
+        raise JobError(f"{what} failed: {job.error_message()}", subject)
+
+
+def wait_collecting(run: Any, on_event: Callable[[dict[str, Any]], None] | None,
+                    timeout_s: float | None) -> list[dict[str, Any]]:
+    """Wait for `run.job`, passing each event to `on_event`, and return them all (the synchronous `grade` /
+    `segment`); on a timeout or any error the job is cancelled and `run.cleanup()` removes its temp files."""
+    events: list[dict[str, Any]] = []
+
+    def note(event: dict[str, Any]) -> None:
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        run.job.wait(note, timeout_s=timeout_s)
+    except BaseException:
+        run.job.cancel()
+        run.cleanup()
+        raise
+    return events
 
 
 def process_gui_events() -> bool:

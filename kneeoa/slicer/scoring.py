@@ -41,13 +41,8 @@ class ScoringRun:
 
     def finish(self) -> dict[str, Any]:
         """The job's summary ({'scored', 'errors', 'skipped', 'total', 'out_csv'}); JobError if it failed."""
-        if self.job.running:
-            raise JobError("the scoring job is still running", self.out_csv)
-        if self.job.cancelled:
-            raise JobError("scoring was cancelled (the table keeps every case scored so far; run again to "
-                           "continue)", self.out_csv)
-        if self.job.returncode != 0:
-            raise JobError(f"scoring failed: {self.job.error_message()}", self.out_csv)
+        jobs.check_succeeded(self.job, "scoring", self.out_csv, cancelled="scoring was cancelled (the table keeps "
+                             "every case scored so far; run again to continue)")
         result = dict(self.job.result or {})
         result.pop("event", None)
         result.pop("task", None)

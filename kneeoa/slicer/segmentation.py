@@ -156,12 +156,7 @@ class SegmentationRun:
     def finish(self) -> SegmentationResult:
         """Nodes from a finished job (JobError if it failed or was cancelled); removes the temp folder."""
         try:
-            if self.job.running:
-                raise JobError("the segmentation job is still running", self.volume_node.GetName())
-            if self.job.cancelled:
-                raise JobError("segmentation was cancelled", self.volume_node.GetName())
-            if self.job.returncode != 0:
-                raise JobError(f"segmentation failed: {self.job.error_message()}", self.volume_node.GetName())
+            jobs.check_succeeded(self.job, "segmentation", self.volume_node.GetName())
             return finish(self.work_dir, self.volume_node, self.scene)
         finally:
             self.cleanup()
@@ -193,19 +188,7 @@ def segment(volume_node: Any, checkpoint: str | Path, scene: Any = None, device:
             python: str | None = None, timeout_s: float | None = None) -> SegmentationResult:
     """Segment one volume node synchronously (console, self-test, tests); see `finish` for the nodes."""
     run = start(volume_node, checkpoint, scene, device, env, python)
-    events: list[dict] = []
-
-    def note(event: dict) -> None:
-        events.append(event)
-        if on_event is not None:
-            on_event(event)
-
-    try:
-        run.job.wait(note, timeout_s=timeout_s)
-    except BaseException:
-        run.job.cancel()
-        run.cleanup()
-        raise
+    events = jobs.wait_collecting(run, on_event, timeout_s)
     out = run.finish()
     out.events = events
     return out
