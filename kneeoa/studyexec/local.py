@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kneeoa.errors import ConfigError
@@ -86,21 +86,20 @@ def run_local(study: Path, indices: Sequence[int], jobs: int = 1, devices: Seque
 
 def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM to the task's process group (the task records itself as failed), SIGKILL after the grace time."""
-    if hasattr(os, "killpg"):
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    else:
-        proc.terminate()
+    _signal_group(proc, signal.SIGTERM, proc.terminate)
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        if hasattr(os, "killpg"):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        else:
-            proc.kill()
+        _signal_group(proc, signal.SIGKILL, proc.kill)
         proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int, fallback: Callable[[], None]) -> None:
+    """`sig` to the task's whole process group (POSIX); `fallback()` (the process alone) where there is none."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+    else:
+        fallback()
