@@ -281,14 +281,13 @@ def _restore_metrics_line(run: RunDir, meta: dict, done: int) -> None:
         run.append_metrics(row)
 
 
-def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: TrainConfig, cohort: Any, train_cases: list,
-            device: Any, info: Any, cache_dir: Path | None, cal_cases: list | None = None) -> dict:
-    """Evaluate the last epoch on the test split, put the metrics in the card and mark the run finished."""
+def finished_elsewhere(run: RunDir, info: Any) -> dict | None:
+    """The metrics to return when this process must not finish the run, else None (after the barrier).
 
-    from kneeoa.engine.inference import evaluation_metrics, predict_cases
-    from kneeoa.engine.state import read_trainer_meta, save_trainer_state
-    from kneeoa.models.checkpoint import read_card, save_checkpoint
-    from kneeoa.utils.atomic import atomic_write_text
+    Only the main rank evaluates and saves (the others get {}); a run already marked finished (a resumed
+    finished run) returns its card's metrics. Shared by `kneeoa train` and `kneeoa train-seg`."""
+    from kneeoa.engine.state import read_trainer_meta
+    from kneeoa.models.checkpoint import read_card
 
     if not info.is_main:
         distributed.barrier(info)
@@ -296,6 +295,21 @@ def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: TrainConf
     if read_trainer_meta(run.state).get("finished"):
         distributed.barrier(info)
         return read_card(run.last).get("metrics", {})
+    return None
+
+
+def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: TrainConfig, cohort: Any, train_cases: list,
+            device: Any, info: Any, cache_dir: Path | None, cal_cases: list | None = None) -> dict:
+    """Evaluate the last epoch on the test split, put the metrics in the card and mark the run finished."""
+
+    from kneeoa.engine.inference import evaluation_metrics, predict_cases
+    from kneeoa.engine.state import save_trainer_state
+    from kneeoa.models.checkpoint import read_card, save_checkpoint
+    from kneeoa.utils.atomic import atomic_write_text
+
+    settled = finished_elsewhere(run, info)
+    if settled is not None:
+        return settled
     metrics = dict(read_card(run.last).get("metrics", {}))
     test_cases = cohort.split("test") if cfg.evaluate else []
     if test_cases:

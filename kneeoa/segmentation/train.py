@@ -246,17 +246,15 @@ def evaluate_cases(model: Any, card: dict, cases: list, device: Any) -> tuple[li
 def _finish(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: dict, cohort: Any, cases: list,
             device: Any, info: Any) -> dict:
     from kneeoa.contracts.checkpoint_meta import read_card
-    from kneeoa.engine.state import read_trainer_meta, save_trainer_state
+    from kneeoa.engine.state import save_trainer_state
+    from kneeoa.engine.train import finished_elsewhere
     from kneeoa.segmentation.checkpoint import save_segmenter, segmenter_card
     from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_write_text
 
-    if not info.is_main:
-        distributed.barrier(info)
-        return {}
-    if read_trainer_meta(run.state).get("finished"):
-        distributed.barrier(info)
-        return read_card(run.last).get("metrics", {})
+    settled = finished_elsewhere(run, info)
+    if settled is not None:
+        return settled
     metrics = dict(read_card(run.last).get("metrics", {}))
     test_cases = _segmented_cases(cohort, "test") if cfg["evaluate"] else []
     card = segmenter_card(cfg, _description(cohort, cases, cfg, cfg["epochs"]), metrics)
