@@ -98,13 +98,19 @@ def ensure_header(path: Path) -> None:
 
 def read_scores(path: str | Path) -> list[dict]:
     """The complete rows of a scores table (rows of the wrong width — a cut-off line — are skipped)."""
+    return read_table(path, SCORE_COLUMNS, "scores")
+
+
+def read_table(path: str | Path, columns: list[str], what: str) -> list[dict]:
+    """The complete rows of a KneeOA `what` table with header `columns` (scores, segmentations): a row of the
+    wrong width or a last line a hard kill cut short is skipped, so `--resume` never trusts half a line."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")  # read_text would turn a CR inside a quoted id into LF
     except OSError as err:
-        raise InputError(f"cannot read the scores table ({err.strerror})", path) from None
+        raise InputError(f"cannot read the {what} table ({err.strerror})", path) from None
     except UnicodeDecodeError:
-        raise InputError("scores table is not UTF-8 text", path) from None
+        raise InputError(f"{what} table is not UTF-8 text", path) from None
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # a hard kill mid-write: the last line is incomplete
     # csv parses the whole text: a quoted case id may hold CR or LF (file names can), str.splitlines would cut it
@@ -113,11 +119,11 @@ def read_scores(path: str | Path) -> list[dict]:
         header = next(reader, None)
         if header is None:
             return []
-        if header != SCORE_COLUMNS:
-            raise InputError(f"not a KneeOA scores table (header {header[:4]}...)", path)
+        if header != columns:
+            raise InputError(f"not a KneeOA {what} table (header {header[:4]}...)", path)
         return [dict(zip(header, map(unquote_formula, values))) for values in reader if len(values) == len(header)]
     except csv.Error as err:
-        raise InputError(f"malformed scores table: {err}", path) from None
+        raise InputError(f"malformed {what} table: {err}", path) from None
 
 
 def write_scores(path: Path, rows: list[dict]) -> None:

@@ -8,14 +8,13 @@ atomically as OUT/<case_id>.nii.gz (nnU-Net's label naming, so `evaluate-seg` pa
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
 from kneeoa.contracts.segmentation import SEGMENT_COLUMNS
 from kneeoa.errors import ConfigError, InputError, KneeOAError
-from kneeoa.utils.cells import quote_formula, unquote_formula
+from kneeoa.utils.cells import csv_line, quote_formula
 
 TABLE_NAME = "segmentations.csv"
 
@@ -28,12 +27,6 @@ def case_id_of(path: str | Path) -> str:
     return case_id_from_name(path)
 
 
-def _line(values: list) -> str:
-    from kneeoa.utils.cells import csv_line
-
-    return csv_line(values)
-
-
 def format_row(row: dict) -> str:
     values = []
     for col in SEGMENT_COLUMNS:
@@ -44,22 +37,14 @@ def format_row(row: dict) -> str:
             values.append("" if value != value else f"{value:.6g}")  # NaN (no plate) -> empty cell
         else:
             values.append(quote_formula(" ".join(str(value).split())))  # never a live formula (OWASP)
-    return _line(values)
+    return csv_line(values)
 
 
 def read_segment_table(path: str | Path) -> list[dict]:
-    """Complete rows of a segmentations table (a line cut by a hard kill is skipped)."""
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return []
-    if header != SEGMENT_COLUMNS:
-        raise InputError(f"not a KneeOA segmentations table (header {header[:4]}...)", path)
-    return [dict(zip(header, map(unquote_formula, values))) for values in reader if len(values) == len(header)]
+    """Complete rows of a segmentations table (a line cut by a hard kill is skipped): the scores table's reader."""
+    from kneeoa.engine.score_io import read_table
+
+    return read_table(path, SEGMENT_COLUMNS, "segmentations")
 
 
 def segment_one(model: Any, card: dict, image_path: str | Path, out_path: str | Path, device: Any,
@@ -146,7 +131,7 @@ def segment_folder(folder: str | Path, checkpoint: str | Path, out_dir: str | Pa
     model, card = load_segmenter(checkpoint, dev)  # a bad checkpoint fails before any output is touched
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite or not table.exists():
-        atomic_write_text(table, _line(SEGMENT_COLUMNS))
+        atomic_write_text(table, csv_line(SEGMENT_COLUMNS))
     done = {r["case_id"] for r in read_segment_table(table) if r["status"] == "ok"} if resume else set()
     mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
     todo = [it for it in mine if it[0] not in done]
