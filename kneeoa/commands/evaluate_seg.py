@@ -22,17 +22,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import csv
-    import io
     import sys
     from pathlib import Path
 
     from kneeoa.contracts.segmentation import SEG_METRIC_COLUMNS
+    from kneeoa.data.tables import write_table
     from kneeoa.errors import ConfigError
     from kneeoa.segmentation.folder import evaluate_folder
     from kneeoa.utils import strict_json
     from kneeoa.utils.atomic import atomic_write_text
-    from kneeoa.utils.cells import quote_formula
     from kneeoa.utils.outputs import check_outputs
 
     out = Path(args.out)
@@ -40,11 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the metrics table must be a .csv file", out)
     check_outputs([out], [args.pred, args.reference], args.overwrite, what="the metrics table")
     rows, summary = evaluate_folder(args.pred, args.reference)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, SEG_METRIC_COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows([{k: quote_formula(v) for k, v in row.items()} for row in rows])  # ids never live formulas
-    atomic_write_text(out, buf.getvalue())
+    write_table(out, rows, SEG_METRIC_COLUMNS)  # atomic; ids never live formulas
     atomic_write_text(out.with_suffix(".summary.json"), strict_json.dumps(summary, indent=1) + "\n")
     for name, s in summary.items():
         print(f"{name:<26} Dice {s['dice_mean']:.3f} +- {s['dice_sd']:.3f} (range {s['dice_min']:.3f}-"
