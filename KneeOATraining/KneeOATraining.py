@@ -205,44 +205,39 @@ class KneeOATrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mo
 
     # --- training -------------------------------------------------------------------------------------------
 
-    def onTrainButton(self):
-        p = self._parameterNode
+    def _launch(self, failure, kind, start):
+        """The Train / Study / CV study / Resume buttons: dependencies first, the folders remembered, one clear
+        error (`failure`) if the job cannot start; `start()` returns (job, monitor)."""
         if not self._ensureDependencies():
             return
         module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
-        with module_widget.showing_errors(_("Cannot start training.")):
+        with module_widget.showing_errors(failure):
+            self._start(kind, *start())
+
+    def onTrainButton(self):
+        p = self._parameterNode
+
+        def start():
             options = self.logic.trainingOptions(p.dataFolder, p.outputFolder, p.backbone, p.variant, p.head,
                                                  p.preset, p.epochs, p.inputSize, p.learningRate, p.seed, p.device)
-            self._start("train", self.logic.startTraining(options), training.TrainingMonitor())
+            return self.logic.startTraining(options), training.TrainingMonitor()
+
+        self._launch(_("Cannot start training."), "train", start)
 
     def onStudyButton(self):
         p = self._parameterNode
-        if not self._ensureDependencies():
-            return
-        module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
-        with module_widget.showing_errors(_("Cannot start the study.")):
-            job, monitor = self.logic.startStudy(p.dataFolder, p.outputFolder, p.preset, p.epochs, p.device)
-            self._start("study", job, monitor)
+        self._launch(_("Cannot start the study."), "study", lambda: self.logic.startStudy(
+            p.dataFolder, p.outputFolder, p.preset, p.epochs, p.device))
 
     def onCVStudyButton(self):
         p = self._parameterNode
-        if not self._ensureDependencies():
-            return
-        module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
-        with module_widget.showing_errors(_("Cannot start the cross-validated study.")):
-            job, monitor = self.logic.startCVStudy(p.dataFolder, p.outputFolder, p.cvFolds, p.cvSeeds, p.cvJobs,
-                                                   p.preset, p.epochs, p.device)
-            self._start("study", job, monitor)
+        self._launch(_("Cannot start the cross-validated study."), "study", lambda: self.logic.startCVStudy(
+            p.dataFolder, p.outputFolder, p.cvFolds, p.cvSeeds, p.cvJobs, p.preset, p.epochs, p.device))
 
     def onResumeButton(self):
         p = self._parameterNode
-        if not self._ensureDependencies():
-            return
-        module_widget.remember_paths(self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit)
-        with module_widget.showing_errors(_("Cannot resume.")):
-            job, monitor = self.logic.startResume(p.outputFolder, p.dataFolder, p.preset, p.epochs, p.device,
-                                                  p.cvJobs)
-            self._start("resume", job, monitor)
+        self._launch(_("Cannot resume."), "resume", lambda: self.logic.startResume(
+            p.outputFolder, p.dataFolder, p.preset, p.epochs, p.device, p.cvJobs))
 
     def onOpenReportButton(self):
         report = training.report_path(self._parameterNode.outputFolder)
