@@ -56,7 +56,7 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
         for backbone, variant in grid:
             t0 = time.perf_counter()
             name = model_name(backbone, variant)
-            checkpoints[name] = _train_one(data, out / "models" / name, backbone, variant, preset, overrides)
+            checkpoints[name] = train_unless_finished(data, out / "models" / name, backbone, variant, preset, overrides)
             _predict_one(checkpoints[name], data, out / "predictions", name, overrides["cache_dir"],
                          cohort.split("test"))
             timings[name] = _model_seconds(out / "models" / name, time.perf_counter() - t0, previous.get(name))
@@ -98,8 +98,9 @@ def _model_seconds(run_dir: Path, elapsed: float, previous: float | None) -> flo
     return round(max(elapsed, previous or 0.0, logged), 1)
 
 
-def _train_one(data, run_dir: Path, backbone: str, variant: str, preset: str, overrides: dict) -> Path:
-    """Train unless a finished run is there; resume an interrupted one."""
+def train_unless_finished(data, run_dir: Path, backbone: str, variant: str, preset: str, overrides: dict) -> Path:
+    """Train unless a finished run is there; resume an interrupted one. Returns the checkpoint (the study's
+    models and the cross-validation's fold tasks both train this way)."""
     from kneeoa.engine.rundir import RunDir
     from kneeoa.engine.train import train
 

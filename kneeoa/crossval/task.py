@@ -89,13 +89,9 @@ def _main_thread() -> bool:
 
 def _train_and_predict(task, preset: str, overrides: dict) -> None:
     from kneeoa.engine.predict import predict
-    from kneeoa.engine.rundir import RunDir
-    from kneeoa.engine.train import train
+    from kneeoa.study import train_unless_finished
 
-    run = RunDir(task.run_dir)
-    meta = run.state_meta() if run.is_run() else None
-    if not (meta and meta.get("finished") and run.last.is_file()):
-        train(task.data, task.backbone, task.variant, out=task.run_dir, preset=preset,
-              overrides={**overrides, "seed": task.seed}, resume=run.is_run())
-    predict(run.last, task.data, task.pred_dir, split="test", embeddings=True,
+    checkpoint = train_unless_finished(task.data, task.run_dir, task.backbone, task.variant, preset,
+                                       {**overrides, "seed": task.seed})
+    predict(checkpoint, task.data, task.pred_dir, split="test", embeddings=True,
             cache_dir=overrides.get("cache_dir"), overwrite=True, device=overrides.get("device", "auto"))
