@@ -67,14 +67,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    size = getattr(args, "input_size", None)
-    if size is not None and len(size) not in (1, 3):
-        from kneeoa.errors import ConfigError
+    from kneeoa.config import normalise_overrides  # drops options not given; one --input-size N is a cube
 
-        raise ConfigError("--input-size takes one number (a cube) or three (D H W)")
-    size = [size[0]] * 3 if size and len(size) == 1 else size
-    values = {"epochs": args.epochs, "device": args.device, "width": getattr(args, "width", None), "input_shape": size}
-    return {k: v for k, v in values.items() if v is not None}
+    return normalise_overrides({"epochs": args.epochs, "device": args.device, "width": args.width,
+                                "input_shape": args.input_size})
 
 
 def run(args: argparse.Namespace) -> int:
