@@ -19,10 +19,6 @@ from kneeoa.utils.atomic import create_once
 from kneeoa.utils.cells import csv_line, quote_formula, unquote_formula
 
 
-def _line(values: list) -> str:
-    return csv_line(values)
-
-
 def format_row(row: dict) -> str:
     """One CSV line (with newline) in SCORE_COLUMNS order; floats with 8 significant digits."""
     values = []
@@ -37,7 +33,7 @@ def format_row(row: dict) -> str:
         else:
             # one physical line per case: messages never carry newlines into the table
             values.append(quote_formula(" ".join(str(value).split()) if col == "error" else str(value)))
-    return _line(values)
+    return csv_line(values)
 
 
 class RowWriter:
@@ -93,7 +89,7 @@ class RowWriter:
 def ensure_header(path: Path) -> None:
     """Create `path` holding just the header unless it exists (atomic: concurrent creators cannot race)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    create_once(path, _line(SCORE_COLUMNS))
+    create_once(path, csv_line(SCORE_COLUMNS))
 
 
 def read_scores(path: str | Path) -> list[dict]:
@@ -130,7 +126,7 @@ def write_scores(path: Path, rows: list[dict]) -> None:
     """Write a whole table atomically (used by merge); values are written as they were read."""
     from kneeoa.utils.atomic import atomic_write_text
 
-    text = _line(SCORE_COLUMNS) + "".join(_line([quote_formula(row.get(c, "")) for c in SCORE_COLUMNS]) for row in rows)
+    text = csv_line(SCORE_COLUMNS) + "".join(csv_line([quote_formula(row.get(c, "")) for c in SCORE_COLUMNS]) for row in rows)
     atomic_write_text(path, text)
 
 
