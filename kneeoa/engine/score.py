@@ -40,6 +40,11 @@ def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def list_cases(folder: str | Path) -> list[tuple[str, str]]:
     """Every volume of a cohort folder as (case_id, path), in natural case-id order (all splits, graded or not)."""
+    return _cohort_cases(folder)[1]
+
+
+def _cohort_cases(folder: str | Path) -> tuple[Any, list[tuple[str, str]]]:
+    """(the cohort, `list_cases`): the folder read once for the case list and the reference masks."""
     from kneeoa.data.cohort import load_cohort
 
     folder = Path(folder)
@@ -49,7 +54,7 @@ def list_cases(folder: str | Path) -> list[tuple[str, str]]:
     items = sorted(((c.case_id, str(c.image)) for c in cohort.cases), key=lambda item: natural_key(item[0]))
     if not items:
         raise InputError("no volumes found (.nii, .nii.gz, .nrrd, .mha, .mhd or DICOM series folders)", folder)
-    return items
+    return cohort, items
 
 
 def _cohort_tables(folder: Path) -> set[Path]:
@@ -103,7 +108,7 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
     if batch_size is not None and int(batch_size) < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     shard_ = parse_shard(shard)
-    items = list_cases(folder)
+    cohort, items = _cohort_cases(folder)
     _check_outputs(out_csv, saliency_dir, items, Path(folder))
     exists = out_csv.exists()
     if exists and not (resume or overwrite):
@@ -134,7 +139,7 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
             done = {row["case_id"] for row in read_scores(out_csv)} if resume else set()
             mine = items if shard_ is None else [it for k, it in enumerate(items) if k % shard_[1] == shard_[0]]
             todo = [item for item in mine if item[0] not in done]
-            masks = _mask_source(folder, segmenter, dev, saliency_dir)
+            masks = _mask_source(cohort, segmenter, dev, saliency_dir)
             counts = _score_items(todo, model_card, out_csv, saliency_dir, workers, batch_size, dev,
                                   saliency_method, target, trusted, masks)
             distributed.barrier(info)
@@ -245,16 +250,15 @@ def _predict_rows(model: Any, x: Any, case_ids: list[str], trusted: Any = None,
     return rows
 
 
-def _mask_source(folder: str | Path, segmenter: str | Path | None, dev: Any, saliency_dir: Path | None) -> Any:
+def _mask_source(cohort: Any, segmenter: str | Path | None, dev: Any, saliency_dir: Path | None) -> Any:
     """(MaskSource, case id -> reference mask) for `--segmenter` with `--saliency`, else None."""
     if segmenter is None or saliency_dir is None:
         return None
-    from kneeoa.data.cohort import load_cohort
     from kneeoa.segmentation.auto import MaskSource
 
     source = MaskSource(segmenter, dev, saliency_dir)
     source.check()  # a bad segmenter fails before any case is scored
-    return source, {c.case_id: c.mask for c in load_cohort(folder).cases if c.mask is not None}
+    return source, {c.case_id: c.mask for c in cohort.cases if c.mask is not None}
 
 
 def _add_saliency(row: dict, model: Any, shape: tuple, saliency_dir: Path, method: str, target: str,
