@@ -35,11 +35,7 @@ class SegmentationPanel:
 
     def _pollSegmentation(self):
         run = self._segRun
-        for event in run.job.poll():
-            if event["event"] == "progress" and event.get("stage"):
-                self.ui.statusLabel.text = f"{run.volume_node.GetName()}: {event['stage']}"
-        self.ui.progressBar.value = int(1000 * run.job.fraction)
-        if run.job.running:
+        if module_widget.show_job_progress(self.ui, run.job, run.volume_node.GetName()):
             return
         self._segTimer.stop()
         self._segRun = None

@@ -55,11 +55,7 @@ class GradingQueue:
 
     def _pollRun(self):
         run = self._run
-        for event in run.job.poll():
-            if event["event"] == "progress" and event.get("stage"):
-                self.ui.statusLabel.text = f"{run.volume_node.GetName()}: {event['stage']} {self._deviceNote}"
-        self.ui.progressBar.value = int(1000 * run.job.fraction)
-        if run.job.running:
+        if module_widget.show_job_progress(self.ui, run.job, run.volume_node.GetName(), " " + self._deviceNote):
             return
         self._timer.stop()
         self._run = None

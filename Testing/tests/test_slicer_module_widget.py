@@ -137,3 +137,27 @@ def test_self_test_mixin_starts_from_an_empty_scene_with_a_phantom_cohort(tmp_pa
     folder = probe.phantomFolder("KneeOAProbe-", "cohort", n_train=1, n_test=0, shape=(16, 16, 16))
     assert folder.parent == tmp_path and folder.name.startswith("KneeOAProbe-")
     assert (folder / "cohort" / "imagesTr" / "oaizib_001_0000.nii.gz").is_file()
+
+
+class _StagedJob:
+    """Stand-in for jobs.Job's poll side: the events of one timer tick, a fraction, still running or not."""
+
+    def __init__(self, events, fraction, running):
+        self.events, self.fraction, self.running = events, fraction, running
+
+    def poll(self):
+        events, self.events = self.events, []
+        return events
+
+
+def test_a_job_tick_shows_the_last_stage_and_the_fraction_and_says_whether_it_still_runs():
+    from types import SimpleNamespace
+
+    ui = SimpleNamespace(statusLabel=SimpleNamespace(text="Grading knee..."), progressBar=SimpleNamespace(value=0))
+    job = _StagedJob([{"event": "progress", "stage": "loading"}, {"event": "log", "message": "x"},
+                      {"event": "progress", "stage": "saliency"}, {"event": "progress", "done": 1}], 0.25, True)
+    assert module_widget.show_job_progress(ui, job, "knee", " (on the CPU)") is True
+    assert ui.statusLabel.text == "knee: saliency (on the CPU)" and ui.progressBar.value == 250
+    done = _StagedJob([{"event": "end", "ok": True}], 1.0, False)
+    assert module_widget.show_job_progress(ui, done, "knee") is False
+    assert ui.statusLabel.text == "knee: saliency (on the CPU)" and ui.progressBar.value == 1000

@@ -91,6 +91,16 @@ def html_table(rows: Iterable[tuple[Any, Any]]) -> str:
                                for k, v in rows) + "</table>"
 
 
+def show_job_progress(ui: Any, job: Any, name: str, note: str = "") -> bool:
+    """One timer tick of a background job: its "progress" stages on `ui.statusLabel` ("NAME: STAGE" + `note`),
+    its fraction on `ui.progressBar` (0-1000); True while it still runs."""
+    for event in job.poll():
+        if event["event"] == "progress" and event.get("stage"):
+            ui.statusLabel.text = f"{name}: {event['stage']}{note}"
+    ui.progressBar.value = int(1000 * job.fraction)
+    return job.running
+
+
 def plot_view_node(scene: Any, tag: str, name: str | None = None) -> Any:
     """The module's own vtkMRMLPlotViewNode (a singleton tagged `tag`), created on first use."""
     node = scene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
