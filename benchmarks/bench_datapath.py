@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -134,6 +133,7 @@ def case_scoring(tmp: Path, n: int) -> list[dict]:
     import numpy as np
     import torch
     from baselines.datapath_reference import score_reference
+    from timing import interleaved_best
 
     from kneeoa.data.preprocess import preprocess_volume
     from kneeoa.data.volume import read_volume, write_nifti
@@ -156,23 +156,18 @@ def case_scoring(tmp: Path, n: int) -> list[dict]:
     score_folder(folder, ckpt, out, device="cpu", overwrite=True)  # warm-up: imports, allocator
     model, _ = load_model(ckpt, torch.device("cpu"))
     inputs = [preprocess_volume(read_volume(p), (32, 32, 32))[None] for p in files]
-    best = {"e2e": float("inf"), "model": float("inf"), "before": float("inf"), "fixed": float("inf")}
-    result = {}
-    for _ in range(3):  # interleaved, best of 3: the machine is shared
-        t0 = time.perf_counter()
-        result = score_folder(folder, ckpt, out, device="cpu", overwrite=True)
-        best["e2e"] = min(best["e2e"], time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        score_folder(folder, ckpt, out, device="cpu", resume=True)  # the fixed cost of a call: nothing to do
-        best["fixed"] = min(best["fixed"], time.perf_counter() - t0)
+    def model_only():
         with torch.no_grad():
-            t0 = time.perf_counter()
             for x in inputs:
                 model(x)
-            best["model"] = min(best["model"], time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        score_reference(files, model, (32, 32, 32), tmp / "before.csv")
-        best["before"] = min(best["before"], time.perf_counter() - t0)
+
+    timed = interleaved_best([  # interleaved, best of 3: the machine is shared
+        lambda: score_folder(folder, ckpt, out, device="cpu", overwrite=True),
+        lambda: score_folder(folder, ckpt, out, device="cpu", resume=True),  # a call's fixed cost: nothing to do
+        model_only,
+        lambda: score_reference(files, model, (32, 32, 32), tmp / "before.csv")], 3, lambda: None)
+    best = dict(zip(("e2e", "fixed", "model", "before"), (seconds for seconds, _ in timed)))
+    result = timed[0][1]
     steady = max(best["e2e"] - best["fixed"], 1e-9)
     ratio = best["model"] / steady
     before_ratio = best["model"] / best["before"]
