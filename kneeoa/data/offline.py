@@ -213,12 +213,5 @@ def _record(progress: Any, failures: dict[str, str], image_out: str, error: str 
 def n4_zscore(in_path: str | Path, out_path: str | Path, shrink: int = 4, iterations: Sequence[int] = (50, 50, 30),
               ) -> Path:
     """Offline step of the paper: N4 bias-field correction (Otsu foreground mask) then z-score, same affine."""
-    import torch
-
-    from kneeoa.data.preprocess import zscore
-    from kneeoa.data.volume import read_volume, write_nifti
-
-    volume = read_volume(in_path)
-    corrected = n4_correct(volume, OfflineSettings(n4=True, n4_shrink=shrink, n4_iterations=tuple(iterations)))
-    out = zscore(torch.as_tensor(corrected)).numpy()
-    return write_nifti(out_path, out, volume.affine)
+    settings = OfflineSettings(n4=True, zscore=True, n4_shrink=shrink, n4_iterations=tuple(iterations))
+    return preprocess_image(Path(in_path), Path(out_path), settings)
