@@ -119,7 +119,7 @@ def kl_counts_png(counts: dict[str, dict[int, int]]) -> bytes:
     return fig_to_png(fig)
 
 
-def _number(value: Any) -> float:
+def cell_number(value: Any) -> float:
     """Table cells to float; blanks (a metric undefined for that model) are NaN."""
     try:
         return float(value)
@@ -137,7 +137,7 @@ def metric_bars_png(rows: list[dict[str, Any]], metrics: list[str], group: str =
     width = 0.8 / max(len(kinds), 1)
     for ax, metric in zip(axes[0], metrics):
         for n, kind in enumerate(kinds):
-            values = [next((_number(r.get(metric)) for r in rows if r[group] == g and r[series] == kind),
+            values = [next((cell_number(r.get(metric)) for r in rows if r[group] == g and r[series] == kind),
                            np.nan) for g in groups]
             ax.bar(np.arange(len(groups)) + n * width, np.nan_to_num(values), width, label=kind)
         ax.set_xticks(np.arange(len(groups)) + width * (len(kinds) - 1) / 2, groups, fontsize=8)

@@ -154,7 +154,7 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
 
     from kneeoa.contracts.vocab import CARTILAGE_LABELS
     from kneeoa.data.volume import read_volume
-    from kneeoa.report.figures import saliency_grid_png
+    from kneeoa.report.figures import cell_number, saliency_grid_png
 
     cases = saliency["cases"]
     chance = _chance(cases)
@@ -179,7 +179,7 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
             path = saliency["maps"][name].get(case.case_id)
             if path is None:
                 continue
-            mass = _number(_case_rows(figures.parent, name).get(case.case_id, {}).get("mass_roi"))
+            mass = cell_number(_case_rows(figures.parent, name).get(case.case_id, {}).get("mass_roi"))
             note = (f"mass@ROI {mass:.2f} = {mass / share:.1f}x chance" if mass == mass and share > 0
                     else "")
             grid_maps[(row, name)] = {"saliency": read_volume(path, allow_constant=True).array, "note": note}
@@ -206,10 +206,3 @@ def _order(name: str) -> tuple:
 
     backbone, variant = split_name(name)
     return model_sort_key({"backbone": backbone, "variant": variant})
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
