@@ -259,34 +259,40 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
         return training.TrainingOptions(dataFolder, outputFolder, backbone, variant, head, preset, int(epochs),
                                         int(inputSize), float(learningRate), int(seed), device, int(width))
 
-    def startTraining(self, options):
-        """Launch `kneeoa train` for a new run in the background; returns the jobs.Job."""
-        deps.require(_("Training"))
-        return jobs.Job(training.train_command(options, jobs.slicer_python()), env=self.jobEnvironment()).start()
+    def _startJob(self, argv):
+        return jobs.Job(argv, env=self.jobEnvironment()).start()
 
-    def startStudy(self, dataFolder, outputFolder, preset="quick", epochs=0, device="auto"):
-        """Launch `kneeoa study` (3x3 grid) in the background; returns (job, monitor)."""
+    @staticmethod
+    def _studyFolders(dataFolder, outputFolder):
+        """A study's dataset and output folders (ConfigError if either is unset), once its dependencies are there."""
         data, out = training.given_path(dataFolder), training.given_path(outputFolder)
         if data is None or out is None:
             raise ConfigError("choose the dataset folder and the output folder")
         deps.require(_("A study"))
+        return data, out
+
+    def startTraining(self, options):
+        """Launch `kneeoa train` for a new run in the background; returns the jobs.Job."""
+        deps.require(_("Training"))
+        return self._startJob(training.train_command(options, jobs.slicer_python()))
+
+    def startStudy(self, dataFolder, outputFolder, preset="quick", epochs=0, device="auto"):
+        """Launch `kneeoa study` (3x3 grid) in the background; returns (job, monitor)."""
+        data, out = self._studyFolders(dataFolder, outputFolder)
         argv = training.study_command(data, out, preset, int(epochs), device, python=jobs.slicer_python())
         models = [model_name(b, v) for b in study_backbones() for v in VARIANTS]
-        return jobs.Job(argv, env=self.jobEnvironment()).start(), training.TrainingMonitor(models=models)
+        return self._startJob(argv), training.TrainingMonitor(models=models)
 
     def startCVStudy(self, dataFolder, outputFolder, folds=5, seeds=3, jobsAtOnce=1, preset="quick", epochs=0,
                      device="auto", backbones=None, variants=VARIANTS, width=0, inputSize=0):
         """Launch `kneeoa study --protocol cv` (local executor) in the background; returns (job, monitor).
         The report (STUDY/report.html) opens with Open report when it is done."""
-        data, out = training.given_path(dataFolder), training.given_path(outputFolder)
-        if data is None or out is None:
-            raise ConfigError("choose the dataset folder and the output folder")
-        deps.require(_("A study"))
+        data, out = self._studyFolders(dataFolder, outputFolder)
         argv = training.cv_study_command(data, out, int(folds), int(seeds), int(jobsAtOnce), preset, int(epochs),
                                          device, backbones, variants, int(width), int(inputSize),
                                          python=jobs.slicer_python())
         monitor = training.TrainingMonitor(models=training.cv_run_names(int(folds), int(seeds), backbones, variants))
-        return jobs.Job(argv, env=self.jobEnvironment()).start(), monitor
+        return self._startJob(argv), monitor
 
     def startResume(self, outputFolder, dataFolder=None, preset="quick", epochs=0, device="auto", jobsAtOnce=1):
         """Continue the unfinished run (or study) in `outputFolder`; returns (job, monitor)."""
@@ -303,7 +309,7 @@ class KneeOATrainingLogic(ScriptedLoadableModuleLogic):
         monitor = training.TrainingMonitor(epochs_total=state.epochs_total)
         monitor.load_history(state.folder)
         argv = training.resume_command(state.folder, int(epochs), device, jobs.slicer_python())
-        return jobs.Job(argv, env=self.jobEnvironment()).start(), monitor
+        return self._startJob(argv), monitor
 
     def wait(self, job, monitor, onEvent=None, timeoutS=None):
         """Block until a started job ends, feeding the monitor (each epoch printed unless `onEvent` is given);
