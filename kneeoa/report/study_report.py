@@ -169,6 +169,7 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
     keep += [k for k in (rows[0] if rows else {}) if k not in keep and (k.startswith(("top5", "dice5"))
                                                                        or (k.endswith("mass_roi") and k != "mass_roi"))]
     models = [n for n in sorted(saliency["maps"], key=_order) if n.endswith("_dual")]
+    per_case = {name: _case_rows(figures.parent, name) for name in models}  # each table read once
     grid_cases, grid_maps = [], {}
     for case in cases:
         row = len(grid_cases)
@@ -179,7 +180,7 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
             path = saliency["maps"][name].get(case.case_id)
             if path is None:
                 continue
-            mass = cell_number(_case_rows(figures.parent, name).get(case.case_id, {}).get("mass_roi"))
+            mass = cell_number(per_case[name].get(case.case_id, {}).get("mass_roi"))
             note = (f"mass@ROI {mass:.2f} = {mass / share:.1f}x chance" if mass == mass and share > 0
                     else "")
             grid_maps[(row, name)] = {"saliency": read_volume(path, allow_constant=True).array, "note": note}
