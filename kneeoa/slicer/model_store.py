@@ -17,8 +17,9 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kneeoa.contracts.checkpoint_meta import read_card
+from kneeoa.contracts.trust import TRUST_KEY
 from kneeoa.errors import CheckpointError
 
 MODELS_ENV = "KNEEOA_MODELS_DIR"
@@ -51,18 +52,10 @@ class ModelEntry:
         return f"{self.name} - {self.backbone} {self.variant}" + (f" ({', '.join(marks)})" if marks else "")
 
 
-def _card(path: Path) -> dict[str, Any]:
-    from kneeoa.slicer.grading import read_card_header
-
-    return read_card_header(path)
-
-
 def entry_for(path: str | Path, bundled: bool = False) -> ModelEntry:
     """A list entry from a checkpoint's card; CheckpointError when the file has no KneeOA card."""
-    from kneeoa.contracts.trust import TRUST_KEY
-
     path = Path(path)
-    card = _card(path)
+    card = read_card(path)
     spec = card.get("spec") if isinstance(card.get("spec"), dict) else {}
     trained_on = str(card.get("training_data") or "not stated")
     trust = card.get(TRUST_KEY)
@@ -145,7 +138,7 @@ def import_model(source: str | Path, folder: str | Path | None = None, sha256: s
         if zipfile.is_zipfile(source) and source.suffix.lower() == ".zip":
             checkpoint, packed_sum = _from_zip(source, Path(tmp))
         else:
-            checkpoint, packed_sum = source, None
+            checkpoint = source
             beside = source.with_name(source.name + ".sha256")
             packed_sum = beside.read_text(encoding="utf-8", errors="replace") if beside.is_file() else None
         expected = _expected_sha(sha256) or _expected_sha(packed_sum)
