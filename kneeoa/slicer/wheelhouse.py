@@ -13,7 +13,6 @@ dependency prompt's "Install from a folder..." installs from it with `pip --no-i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -22,6 +21,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from kneeoa.slicer.model_store import sha256_of  # streamed: a wheel can be gigabytes (CUDA libraries)
 
 MANIFEST = "kneeoa-wheelhouse.json"
 # pip platform tags of the platforms Slicer is built for (manylinux_2_28 covers current Slicer Linux builds)
@@ -146,7 +147,7 @@ def build(out: str | Path, requirements: Sequence[str] | None = None, python_ver
               *index_args, *pins])
     files = []
     for path in sorted(out.glob("*.whl")):
-        files.append({"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        files.append({"file": path.name, "sha256": sha256_of(path)})
     manifest = {"python": python_version, "platform": platform, "platform_tags": platforms,
                 "requirements": requirements, "excluded": list(excluded), "pins": pins, "wheels": files}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -164,6 +165,6 @@ def verify(folder: str | Path) -> list[str]:
         wheel = folder / entry["file"]
         if not wheel.is_file():
             problems.append(f"{wheel}: missing")
-        elif hashlib.sha256(wheel.read_bytes()).hexdigest() != entry["sha256"]:
+        elif sha256_of(wheel) != entry["sha256"]:
             problems.append(f"{wheel}: checksum differs from the manifest")
     return problems
