@@ -247,9 +247,10 @@ def require(purpose: str, requirements: tuple[str, ...] | list[str] | None = Non
     if report.ok:
         return
     offer = offer if offer is not None else _offer_in_slicer()
-    if offer is not None and offer() and check(requirements).ok:
-        return
-    report = check(requirements)
+    if offer is not None and offer():
+        report = check(requirements)  # what the install left missing
+        if report.ok:
+            return
     missing = ([] if report.torch_ok else [TORCH_REQUIREMENT]) + report.missing
     raise DependencyError(f"{purpose} needs {', '.join(missing)}, not installed in this Slicer: open a KneeOA "
                           "module and accept the offer to install them (offline: 'Install from a folder...' with "
