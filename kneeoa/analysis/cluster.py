@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kneeoa.analysis.resampling import COUNT_METRICS, SKLEARN_ARITHMETIC, metric_value
-from kneeoa.analysis.stats import TIE_BAND
+from kneeoa.analysis.stats import TIE_BAND, percentile_ci_p
 
 
 @dataclass
@@ -43,15 +43,10 @@ class BootSummary:
 
 
 def summarise(delta: float, deltas: np.ndarray) -> BootSummary:
-    """95% percentile CI and two-sided p of a bootstrap distribution (NaN resamples left out), as
-    `kneeoa.analysis.stats.paired_bootstrap` computes them."""
-    valid = deltas[~np.isnan(deltas)]
-    if valid.size == 0:
-        return BootSummary(delta, np.nan, np.nan, np.nan, 0)
-    lo, hi = np.percentile(valid, [2.5, 97.5])
-    n = valid.size
-    p = 2 * min((np.sum(valid <= 0) + 1) / (n + 1), (np.sum(valid >= 0) + 1) / (n + 1))
-    return BootSummary(float(delta), float(lo), float(hi), float(min(p, 1.0)), int(n))
+    """95% percentile CI and two-sided p of a bootstrap distribution (NaN resamples left out), by
+    `kneeoa.analysis.stats.percentile_ci_p` as `paired_bootstrap` computes them."""
+    lo, hi, p, n = percentile_ci_p(deltas)
+    return BootSummary(float(delta), lo, hi, p, n)
 
 
 def subject_index(subjects) -> tuple[np.ndarray, int]:

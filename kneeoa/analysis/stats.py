@@ -83,13 +83,20 @@ def paired_bootstrap(y, score_a, score_b, metric: str | Callable, n_resamples: i
         # one (m, n) draw = m successive rng.integers(0, n, size=n) draws (same bit stream)
         indices = rng.integers(0, n, size=(m, n))
         deltas[start:start + m] = paired_delta(indices, y, score_a, score_b)
+    lo, hi, p, n_valid = percentile_ci_p(deltas)
+    return BootstrapResult(delta, lo, hi, p, deltas, n_valid)
+
+
+def percentile_ci_p(deltas: np.ndarray) -> tuple[float, float, float, int]:
+    """(ci_lo, ci_hi, p, n_valid) of a bootstrap distribution of deltas: 95% percentile CI and two-sided p,
+    NaN resamples left out (all NaN when none is valid). One rule for the plain and the clustered bootstrap."""
     valid = deltas[~np.isnan(deltas)]
     n_valid = int(valid.size)
     if n_valid == 0:
-        return BootstrapResult(delta, np.nan, np.nan, np.nan, deltas, 0)
+        return np.nan, np.nan, np.nan, 0
     lo, hi = np.percentile(valid, [2.5, 97.5])
     p = 2 * min((np.sum(valid <= 0) + 1) / (n_valid + 1), (np.sum(valid >= 0) + 1) / (n_valid + 1))
-    return BootstrapResult(delta, float(lo), float(hi), float(min(p, 1.0)), deltas, n_valid)
+    return float(lo), float(hi), float(min(p, 1.0)), n_valid
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:
