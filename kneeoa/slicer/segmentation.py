@@ -18,7 +18,7 @@ from typing import Any
 
 from kneeoa.contracts.segmentation import MASK_SOURCES, SEGMENT_TITLES, terminology_entry, thickness_columns
 from kneeoa.errors import JobError
-from kneeoa.slicer import jobs
+from kneeoa.slicer import bundled, jobs
 
 DEMO_SEGMENTER = "demo_seg_model.safetensors"
 AUTO_ATTRIBUTE = "KneeOA.MaskSource"  # on a segmentation node: MASK_SOURCES[1] when `kneeoa segment` made it
@@ -29,15 +29,11 @@ TERMINOLOGY_TAG = "TerminologyEntry"  # the segment tag Slicer's terminology wid
 
 def demo_segmenter_candidates(module_file: str | Path) -> list[Path]:
     """Where the bundled demo segmenter lies: next to the installed module, or in a source checkout."""
-    from kneeoa.slicer import bundled
-
     return bundled.candidates(module_file, DEMO_SEGMENTER)
 
 
 def resolve_segmenter(checkpoint: str | Path | None, module_file: str | Path) -> Path:
     """The chosen segmenter, or the bundled demo one; CheckpointError with a clear message if missing."""
-    from kneeoa.slicer import bundled
-
     return bundled.resolve(checkpoint, module_file, DEMO_SEGMENTER, "segmenter", "segmenter",
                            "train one with `kneeoa train-seg` and choose it")
 
