@@ -101,7 +101,7 @@ def pca_grid(models: Sequence[dict[str, Any]], title: str = "Test embeddings on 
             pick = test_kl == grade
             ax.scatter(test_pc[pick, 0], test_pc[pick, 1], s=14, c=colour, edgecolors="#333333", linewidths=0.3)
         rho = model.get("abs_rho_pc1_kl")
-        subtitle = f"{backbone_label(model['backbone'])} {_variant(model['variant'])}"
+        subtitle = model_label(model["backbone"], model["variant"])
         ax.set_title(subtitle + ("" if rho is None or not np.isfinite(rho) else f"\n|rho(PC1,KL)|={rho:.2f}"), fontsize=8)
         ax.set_xlabel("PC1", fontsize=7)
         ax.set_ylabel("PC2", fontsize=7)
@@ -120,12 +120,13 @@ def _q_label(q: Any) -> str:
     return "q<0.001" if float(q) < 0.001 else f"q={float(q):.3f}"
 
 
-def _variant(tag: str) -> str:
-    """'single_oa' -> 'Single-OA'; an unknown tag is shown as given."""
+def model_label(backbone: str, tag: str) -> str:
+    """'resnet3d', 'single_oa' -> 'ResNet3D Single-OA' (an unknown variant tag shown as given)."""
     try:
-        return VARIANT_LABELS[variant_from_tag(tag)]
+        variant = VARIANT_LABELS[variant_from_tag(tag)]
     except ValueError:
-        return tag
+        variant = tag
+    return f"{backbone_label(backbone)} {variant}"
 
 
 def _ordered(names: set[str], order: Sequence[str]) -> list[str]:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from kneeoa.analysis.plots import KL_COLOURS, pyplot, save_figure
+from kneeoa.analysis.plots import KL_COLOURS, model_label, pyplot, save_figure
 from kneeoa.contracts.catalog import backbone_label, display_order
-from kneeoa.contracts.vocab import VARIANT_LABELS, VARIANT_TAGS, variant_from_tag
+from kneeoa.contracts.vocab import VARIANT_TAGS
 from kneeoa.hierarchy import N_KL
 
 OA_COLOURS = ("#4393c3", "#d6604d")  # non-OA, OA
@@ -223,7 +223,7 @@ def manifold_grid(models: Sequence[dict[str, Any]], points: str, colour_by: str,
         for value, colour in enumerate(colours):
             pick = (label == value) & (kl >= 0)
             ax.scatter(xy[pick, 0], xy[pick, 1], s=14, c=colour, edgecolors="#333333", linewidths=0.3)
-        ax.set_title(_model_label(model["backbone"], model["variant"]), fontsize=8)
+        ax.set_title(model_label(model["backbone"], model["variant"]), fontsize=8)
         ax.tick_params(labelsize=6)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=n) for c, n in zip(colours, names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
@@ -268,7 +268,7 @@ def paper_sections(out: str | Path, analyses: dict[str, Any]) -> list[Any]:
         name = path.name[: -len("_preds.csv")]
         backbone, variant = split_name(name)
         preds = read_preds(path)
-        fig = roc_confusion_figure(preds, _model_label(backbone, variant))
+        fig = roc_confusion_figure(preds, model_label(backbone, variant))
         png = save_figure(fig, figures / f"{name}_roc_confusion.png", dpi=100).read_bytes()
         items.append(Figure(png, f"{name}: ROC curves and confusion matrices (test split)"))
         report_rows += classification_report_rows(preds, backbone, variant)
@@ -310,15 +310,6 @@ def paper_sections(out: str | Path, analyses: dict[str, Any]) -> list[Any]:
             "OA. t-SNE distances between clusters carry no meaning; use the PCA numbers above for the severity axis."
             "</p>", [Figure(p.read_bytes(), captions[n]) for n, p in paths.items()]))
     return sections
-
-
-def _model_label(backbone: str, tag: str) -> str:
-    """'resnet3d', 'single_oa' -> 'ResNet3D Single-OA' (an unknown tag shown as given)."""
-    try:
-        variant = VARIANT_LABELS[variant_from_tag(tag)]
-    except ValueError:
-        variant = tag
-    return f"{backbone_label(backbone)} {variant}"
 
 
 def _variant_rank(tag: str) -> int:
