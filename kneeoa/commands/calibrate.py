@@ -36,7 +36,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import hashlib
     import json
     from pathlib import Path
 
@@ -47,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.progress import emit
     from kneeoa.trust.fit import fit_trust
     from kneeoa.trust.store import write_trusted_checkpoint
+    from kneeoa.utils.hashing import sha256_of
     from kneeoa.utils.outputs import check_outputs
 
     out = Path(args.out)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                       calibrated_on=described, seed=args.seed, batch_size=args.batch_size)
     # which weights were calibrated, by content (a local path means nothing on another machine)
     stats.info["source_checkpoint"] = {"file": Path(args.checkpoint).name,
-                                       "sha256": hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()}
+                                       "sha256": sha256_of(args.checkpoint)}
     if fit_cases:
         stats.info["ood"]["fit_on"] = f"{len(fit_cases)} knees of split {args.ood_split} of {ood_cohort.root}"
     write_trusted_checkpoint(args.checkpoint, out, stats)

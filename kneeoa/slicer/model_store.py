@@ -9,7 +9,6 @@ copied. The copy is atomic, under a name that never replaces another model.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from kneeoa.contracts.checkpoint_meta import read_card
 from kneeoa.contracts.trust import TRUST_KEY
 from kneeoa.errors import CheckpointError
+from kneeoa.utils.hashing import sha256_of
 
 MODELS_ENV = "KNEEOA_MODELS_DIR"
 SUFFIX = ".safetensors"
@@ -76,14 +76,6 @@ def list_models(folder: str | Path | None = None, bundled: list[Path] | tuple[Pa
         except CheckpointError:
             continue
     return entries
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _expected_sha(text: str | None) -> str | None:

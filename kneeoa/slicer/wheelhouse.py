@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kneeoa.slicer.model_store import sha256_of  # streamed: a wheel can be gigabytes (CUDA libraries)
+from kneeoa.utils.hashing import sha256_of  # streamed: a wheel can be gigabytes (CUDA libraries)
 
 MANIFEST = "kneeoa-wheelhouse.json"
 # pip platform tags of the platforms Slicer is built for (manylinux_2_28 covers current Slicer Linux builds)
