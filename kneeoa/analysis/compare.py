@@ -27,6 +27,7 @@ from kneeoa.contracts.schemas import PRED_KL_PROB_COLUMNS as KL_PROB_COLUMNS
 from kneeoa.contracts.vocab import VARIANT_TAGS
 from kneeoa.errors import InputError
 from kneeoa.progress import Progress
+from kneeoa.utils.cells import number
 
 # SPEC order; the paper's files call nnMamba "mamba", our engine may write "nnmamba"
 CANONICAL_BACKBONES = tuple(spellings(name) for name in paper_backbones())
@@ -121,7 +122,7 @@ def read_predictions(path: str | Path) -> Predictions:
         raise InputError(f"subject id(s) listed twice: {', '.join(duplicated[:5])}", path)
     # the reference sorts by CMT_ID numerically; fall back to text order for non-numeric ids
     order = sorted(range(len(ids)), key=lambda i: (0, int(ids[i]), "") if ids[i].isdigit() else (1, 0, ids[i]))
-    columns = {c: np.array([_number(records[i].get(c)) for i in order]) for c in header if c != id_col}
+    columns = {c: np.array([number(records[i].get(c)) for i in order]) for c in header if c != id_col}
     return Predictions(path, [ids[i] for i in order], columns)
 
 
@@ -222,13 +223,6 @@ def _backbone_slots(present: set[str]) -> list[tuple[str, str | None]]:
 def _burn(rng: np.random.Generator, n: int, n_resamples: int, chunk_size: int) -> None:
     for start in range(0, n_resamples, chunk_size):
         rng.integers(0, n, size=(min(chunk_size, n_resamples - start), n))
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _round(value: float) -> float:

@@ -13,6 +13,7 @@ import numpy as np
 
 from kneeoa.analysis.plots import pyplot
 from kneeoa.contracts.vocab import CARTILAGE_LABELS
+from kneeoa.utils.cells import number
 
 
 def fig_to_png(fig: Any, dpi: int = 110) -> bytes:
@@ -119,12 +120,7 @@ def kl_counts_png(counts: dict[str, dict[int, int]]) -> bytes:
     return fig_to_png(fig)
 
 
-def cell_number(value: Any) -> float:
-    """Table cells to float; blanks (a metric undefined for that model) are NaN."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+cell_number = number  # table cells to float, blanks NaN (kneeoa.utils.cells.number)
 
 
 def metric_bars_png(rows: list[dict[str, Any]], metrics: list[str], group: str = "backbone",

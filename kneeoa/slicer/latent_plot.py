@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.errors import InputError
+from kneeoa.utils.cells import number
 
 POINT_COLUMNS = ("pc1", "pc2", "case_id", "kl", "split")
 SPLITS = ("test", "train", "all")
@@ -54,10 +55,7 @@ def select_points(points: list[dict], name: str, split: str = "test") -> list[di
 
 
 def _number(row: dict, key: str) -> float:
-    try:
-        return float(row.get(key))
-    except (TypeError, ValueError):
-        return math.nan
+    return number(row.get(key))
 
 
 def summary_rows(row: dict | None) -> list[tuple[str, str]]:

@@ -47,3 +47,11 @@ def csv_line(values: list) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL if carriage else csv.QUOTE_MINIMAL).writerow(values)
     return buf.getvalue()
+
+
+def number(value: Any) -> float:
+    """A table cell as float; a blank or non-numeric cell (a metric undefined for that model) is NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
