@@ -150,7 +150,9 @@ def build(out: str | Path, requirements: Sequence[str] | None = None, python_ver
         files.append({"file": path.name, "sha256": sha256_of(path)})
     manifest = {"python": python_version, "platform": platform, "platform_tags": platforms,
                 "requirements": requirements, "excluded": list(excluded), "pins": pins, "wheels": files}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    from kneeoa.utils.atomic import atomic_write_text
+
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
