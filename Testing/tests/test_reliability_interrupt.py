@@ -157,5 +157,16 @@ def test_a_kill_between_trainer_state_and_log_line_loses_no_epoch_line(phantom_c
                      "--variant", "dual", "--epochs", "3", "--input-size", "16", "--width", "4", "--batch-size", "4",
                      "--device", "cpu")
     assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    # what Slicer's panel reads before it resumes (the resumed run prints only epochs 3..): the state's row counts
+    from kneeoa.slicer import training
+
+    assert [r["epoch"] for r in RunDir(run).completed_metrics()] == [1, 2]
+    assert training.run_state(run).epochs_done == 2
+    monitor = training.TrainingMonitor()
+    monitor.load_history(run)
+    assert [r["epoch"] for r in monitor.history] == [1, 2]
+    with (run / "metrics.jsonl").open("a") as log:  # a line of an epoch the state never reached is not counted
+        log.write(json.dumps({"epoch": 3, "loss": 1.0}) + "\n")
+    assert [r["epoch"] for r in RunDir(run).completed_metrics()] == [1, 2]
     assert run_main(monkeypatch, "train", "--out", str(run), "--resume") == 0
     assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -73,6 +73,17 @@ def test_predict_and_latent_commands(tmp_path):
     assert (latent.command, latent.inputs, latent.out) == ("latent", [str(tmp_path / "o")], str(tmp_path / "o"))
 
 
+def _trainer_state(run, epochs_done):
+    import torch
+
+    from kneeoa.engine.state import save_trainer_state
+
+    model = torch.nn.Linear(1, 1)
+    (run / "checkpoints").mkdir(exist_ok=True)
+    save_trainer_state(run / "checkpoints" / "trainer_state.safetensors", model, torch.optim.AdamW(model.parameters()),
+                       None, epochs_done, finished=False)
+
+
 def test_run_state_tells_new_other_run_and_study_folders(tmp_path):
     assert training.run_state(None).kind == "empty"
     assert training.run_state(tmp_path / "missing").kind == "empty"
@@ -86,6 +97,8 @@ def test_run_state_tells_new_other_run_and_study_folders(tmp_path):
     (run / "config.yaml").write_text("# resolved\nepochs: 5\nlr: 0.001\n")
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "loss": 1.0}) + "\n" for e in (1, 2)))
     (run / "train.log").write_text("2026-01-01 00:00:00 epoch=2 loss=1\n")
+    assert training.run_state(run).epochs_done == 0  # log lines without a trainer state: no epoch is resumable
+    _trainer_state(run, epochs_done=2)
     state = training.run_state(run)
     assert (state.kind, state.epochs_done, state.epochs_total, state.finished, state.resumable) == \
         ("run", 2, 5, False, True)
@@ -144,6 +157,7 @@ def test_monitor_of_a_study_restarts_the_curve_per_model_and_counts_models():
 def test_resumed_monitor_keeps_the_epochs_already_done(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "loss": 2.0 - e, "train_oa_acc": 0.5})
                                                     + "\n" for e in (1, 2)))
+    _trainer_state(tmp_path, epochs_done=2)
     monitor = training.TrainingMonitor(epochs_total=3)
     monitor.load_history(tmp_path)
     monitor.update({"event": "start", "task": "train", "total": 3})

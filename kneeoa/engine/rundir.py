@@ -17,7 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
-from kneeoa.errors import ConfigError
+from kneeoa.contracts.checkpoint_meta import read_trainer_meta
+from kneeoa.errors import CheckpointError, ConfigError
 from kneeoa.utils import strict_json
 from kneeoa.utils.atomic import append_line, atomic_write_text
 
@@ -53,8 +54,6 @@ class RunDir:
         """The trainer state's JSON (epoch, finished) or None when no epoch has completed."""
         if not self.state.is_file():
             return None
-        from kneeoa.engine.state import read_trainer_meta
-
         return read_trainer_meta(self.state)
 
     def decide(self, resume: bool, overwrite: bool) -> str:
@@ -152,7 +151,25 @@ class RunDir:
                 continue
         return rows
 
-    def truncate_metrics(self, epochs_done: int) -> None:
-        """Keep the lines of completed epochs only (a kill between checkpoint and log, or after, leaves extras)."""
-        rows = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epochs_done]
+    def completed_metrics(self) -> list[dict]:
+        """The epoch rows of the epochs the trainer state holds, read-only (standard library, no torch).
+
+        The trainer state is the truth: it is saved first, and carries its epoch's row, so a kill between the
+        state and the log line loses no row (the state's row is put back), and rows of an epoch that never
+        reached the state (a kill after the log line of a later, unsaved run) are dropped. No readable state
+        means no completed epoch."""
+        try:
+            meta = self.state_meta()
+        except CheckpointError:
+            meta = None  # cut short by a hard kill: the resume restarts from scratch, so must the history
+        done = int(meta.get("epoch", 0)) if meta else 0
+        rows = [r for r in self.read_metrics() if 0 < int(r.get("epoch", 0)) <= done]
+        saved = (meta or {}).get("metrics_row")
+        if saved and int(saved.get("epoch", -1)) == done and all(int(r["epoch"]) != done for r in rows):
+            rows.append(saved)
+        return rows
+
+    def repair_metrics(self) -> None:
+        """Rewrite metrics.jsonl as `completed_metrics()` (on resume, before new epochs are appended)."""
+        rows = self.completed_metrics()
         atomic_write_text(self.metrics, "".join(strict_json.dumps(r) + "\n" for r in rows))

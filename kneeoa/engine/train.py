@@ -133,8 +133,7 @@ def _train(cfg: TrainConfig, run: RunDir, mode: str, info: Any, device: Any, ten
         state = load_trainer_state(run.state)
         done = restore(state, model, optimizer, scaler)
         if info.is_main:
-            run.truncate_metrics(done)
-            _restore_metrics_line(run, state["meta"], done)
+            run.repair_metrics()
             run.log(f"resumed after epoch {done} of {cfg.epochs}")
     else:
         from kneeoa.models.pretrained import apply_pretrained
@@ -272,13 +271,6 @@ def _save_epoch(run: RunDir, model: Any, optimizer: Any, scaler: Any, cfg: Train
     save_checkpoint(run.last, model, _card(model, cfg, cohort, train_cases, epochs_done, {"train_last_epoch": train_metrics}))
     run.append_metrics(row)
     run.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-
-
-def _restore_metrics_line(run: RunDir, meta: dict, done: int) -> None:
-    """Put back the last complete epoch's metrics line when a kill came between the trainer state and the log."""
-    row = meta.get("metrics_row")
-    if row and int(row.get("epoch", -1)) == done and all(int(r.get("epoch", 0)) != done for r in run.read_metrics()):
-        run.append_metrics(row)
 
 
 def finished_elsewhere(run: RunDir, info: Any) -> dict | None:

@@ -144,7 +144,7 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any) -> dict:
     if mode == "resume" and run.state.is_file():
         done = restore(load_trainer_state(run.state), model, optimizer, scaler)
         if info.is_main:
-            run.truncate_metrics(done)
+            run.repair_metrics()
             run.log(f"resumed after epoch {done} of {cfg['epochs']}")
     elif info.is_main:
         run.log(f"new segmentation run: {cfg['arch']} width {cfg['width']} ({n_parameters(model)} parameters), "

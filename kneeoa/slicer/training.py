@@ -203,7 +203,7 @@ def run_state(folder: str | Path | None) -> RunState:
     run = RunDir(path)
     if not run.is_run():
         return RunState(path, "other")
-    return RunState(path, "run", epochs_done=len(run.read_metrics()), epochs_total=_config_epochs(run.config),
+    return RunState(path, "run", epochs_done=len(run.completed_metrics()), epochs_total=_config_epochs(run.config),
                     finished=_run_finished(run))
 
 
@@ -314,7 +314,7 @@ class TrainingMonitor:
         """Start from the epochs a run already completed (resume: the plot keeps its earlier points)."""
         from kneeoa.engine.rundir import RunDir
 
-        self.history = [self._row(r) for r in RunDir(run_folder).read_metrics() if "loss" in r]
+        self.history = [self._row(r) for r in RunDir(run_folder).completed_metrics() if "loss" in r]
 
     @staticmethod
     def _row(values: dict) -> dict:
