@@ -35,13 +35,16 @@ GRIDS = {"resnet3d": [("resnet3d", v) for v in ("single-oa", "single-kl", "dual"
          "full": [(b, v) for b in ("resnet3d", "nnmamba", "m3t") for v in ("single-oa", "single-kl", "dual")]}
 
 
-def train_grid(cohort: Path, work: Path, grid: list, epochs: int) -> dict:
+def train_grid(cohort: Path, work: Path, grid: list, epochs: int, reuse: bool = False) -> dict:
     from kneeoa.engine.train import train
 
     out = {}
     for backbone, variant in grid:
         t0 = time.perf_counter()
         run = work / f"{backbone}_{variant}"
+        if reuse and (run / "checkpoints" / "last.safetensors").is_file():
+            out[(backbone, variant)] = run / "checkpoints" / "last.safetensors"
+            continue  # --reuse: the trained grid of an earlier run (to re-measure without retraining)
         overrides = {"epochs": epochs, "input_shape": [32, 32, 32], "width": 8, "device": "cpu",
                      "calibration_fraction": 0.25, "seed": 0}
         if backbone == "m3t":
@@ -258,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--splits", type=int, default=40)
+    parser.add_argument("--reuse", action="store_true", help="keep the models already trained under --work")
     args = parser.parse_args(argv)
     from kneeoa.data.cohort import load_cohort
     from kneeoa.data.phantom import generate_cohort
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     test_cases = load_cohort(cohort).split("test")
     results: dict = {"cohort": {"train": args.train, "test": len(test_cases), "shape": [32, 32, 32], "seed": 5},
                      "models": {}}
-    checkpoints = train_grid(cohort, work, GRIDS[args.grid], args.epochs)
+    checkpoints = train_grid(cohort, work, GRIDS[args.grid], args.epochs, args.reuse)
     for (backbone, variant), ckpt in checkpoints.items():
         res = test_outputs(ckpt, test_cases)
         row, kl_cal, _ = calibration_rows(ckpt, res)

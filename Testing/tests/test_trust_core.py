@@ -82,8 +82,8 @@ def test_quantile_is_the_split_conformal_order_statistic():
 def test_ordinal_sets_are_ranges_holding_the_argmax():
     probs = softmax(np.random.default_rng(5).normal(0, 2, (300, 5)))  # often bimodal on purpose
     y = np.random.default_rng(6).integers(0, 5, 300)
-    for cc in (False, True):
-        member = cf.fit_sets(probs[:150], y[:150], 0.2, "ordinal", class_conditional=cc).sets(probs[150:])
+    for method, cc in [(m, cc) for m in ("ordinal", "ordinal-conservative") for cc in (False, True)]:
+        member = cf.fit_sets(probs[:150], y[:150], 0.2, method, class_conditional=cc).sets(probs[150:])
         assert member[np.arange(150), probs[150:].argmax(1)].all()
         for row in member:
             idx = np.flatnonzero(row)
@@ -146,6 +146,36 @@ def test_coverage_holds_and_the_check_fails_for_a_miscalibrated_quantile(alpha):
 
     assert not _coverage_ok(naive, alpha)
     assert not _coverage_ok(greedy, alpha)
+
+
+def collapsed_cohort(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A model that learned little: every knee gets about the grade prior (what the phantom's quick nnMamba and
+    M3T models give), labels drawn from that prior. The ordinal score then takes a few values only."""
+    rng = np.random.default_rng(seed)
+    prior = np.array([0.3, 0.1, 0.25, 0.2, 0.15])
+    probs = softmax(np.log(prior)[None, :] + rng.normal(0, 0.05, (n, 5)))
+    return probs, rng.choice(5, size=n, p=prior)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.2])
+def test_randomised_ordinal_sets_cover_1_minus_alpha_where_the_conservative_ones_over_cover(alpha):
+    probs, y = collapsed_cohort(194, seed=13)  # the benchmark's size: 97 calibration, 97 test knees
+    res = {m: cf.coverage_over_splits(probs, y, alpha, m, n_splits=40, seed=1)["coverage"].mean()
+           for m in ("ordinal", "ordinal-conservative")}
+    assert abs(res["ordinal"] - (1 - alpha)) <= 0.03  # the band of the coverage test above
+    if alpha == 0.1:  # {0..3} holds 85 % of the mass: the conservative range must take grade 4 as well
+        assert res["ordinal-conservative"] > 1 - alpha + 0.05
+
+
+def test_the_randomisation_is_reproducible_and_uniform():
+    from scipy.stats import kstest
+
+    probs = np.random.default_rng(14).dirichlet(np.ones(5), 3000)
+    u = cf.tie_breaks(probs)
+    assert np.array_equal(u, cf.tie_breaks(probs.copy())) and kstest(u, "uniform").pvalue > 0.01
+    rule = cf.fit_sets(*collapsed_cohort(200, seed=15), 0.1, "ordinal")
+    assert np.array_equal(rule.sets(probs[:50]), rule.sets(probs[:50].copy()))  # the same knee, the same set
+    assert np.array_equal(rule.sets(probs[:50])[7], rule.sets(probs[7:8])[0])  # whatever the batch around it
 
 
 def test_class_conditional_sets_cover_a_rare_grade_that_marginal_sets_miss():

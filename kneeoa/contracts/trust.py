@@ -12,9 +12,13 @@ from kneeoa.errors import ConfigError
 
 # --- conformal methods -------------------------------------------------------------------------------------
 # "ordinal": sets are ranges of grades grown from the argmax, adding the more likely neighbour first
-# (ordinal APS, Lu, Angelopoulos & Pomerantz 2022); "lac": every grade with 1 - p <= q; "aps": grades in
-# decreasing probability until the mass reaches q (Romano et al. 2020). LAC/APS sets need not be ranges.
-CONFORMAL_METHODS = ("ordinal", "lac", "aps")
+# (ordinal APS, Lu, Angelopoulos & Pomerantz 2022), with the last grade's share of the score randomised
+# (reproducibly, per knee) so coverage is 1 - alpha rather than above it; "ordinal-conservative": the same
+# ranges without the randomisation (never smaller, over-cover when probabilities are flat); "lac": every
+# grade with 1 - p <= q; "aps": grades in decreasing probability until the mass reaches q (Romano et al.
+# 2020). LAC/APS sets need not be ranges.
+CONFORMAL_METHODS = ("ordinal", "ordinal-conservative", "lac", "aps")
+ORDINAL_METHODS = ("ordinal", "ordinal-conservative")  # sets that are ranges of grades
 DEFAULT_METHOD = "ordinal"
 DEFAULT_ALPHA = 0.1  # 90 % sets
 DEFAULT_OOD_ALPHA = 0.05  # flag when the conformal p-value is <= 0.05: about 1 in 20 normal knees flagged
