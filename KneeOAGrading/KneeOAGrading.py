@@ -32,6 +32,7 @@ for _root in (_here.parent, _here):
 
 from KneeOAGradingLib import segment_helpers, selftest, widget_helpers  # noqa: E402  (needs the path above)
 
+from kneeoa.contracts.trust import DEFAULT_ALPHA  # noqa: E402
 from kneeoa.contracts.vocab import DEVICES, SALIENCY_METHODS, SALIENCY_TARGETS  # noqa: E402
 from kneeoa.slicer import deps, display, grading, jobs, model_store, module_widget, results, scoring  # noqa: E402
 from kneeoa.slicer import segmentation as seg_glue  # noqa: E402
@@ -66,6 +67,7 @@ class KneeOAGradingParameterNode:
     target: Annotated[str, Choice(list(SALIENCY_TARGETS))] = "auto"
     saliencyThreshold: Annotated[float, WithinRange(0.0, 1.0)] = display.DEFAULT_SALIENCY_THRESHOLD
     saliencyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = display.DEFAULT_SALIENCY_OPACITY
+    setLevel: Annotated[float, WithinRange(0.5, 0.99)] = 1.0 - DEFAULT_ALPHA  # KL/OA sets of calibrated models
 
 
 class KneeOAGradingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, module_widget.ModuleWidgetMixin,
@@ -209,9 +211,10 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
         return None if text in ("", ".") else Path(text)
 
     def gradingOptions(self, checkpoint=None, device="auto", saliencyMethod="smoothgrad", target="auto",
-                       segmenter=None, segmentMissing=False):
+                       segmenter=None, segmentMissing=False, setLevel=1.0 - DEFAULT_ALPHA):
         """`segmentMissing`: volumes without a cartilage mask are segmented as they are graded (the chosen
-        `segmenter` or the bundled one; skipped quietly when neither exists)."""
+        `segmenter` or the bundled one; skipped quietly when neither exists). `setLevel`: the KL/OA sets of a
+        calibrated model hold the true grade for about this share of knees (0.9: "KL 2-3 at 90 %")."""
         path = grading.resolve_checkpoint(self.checkpointPath(checkpoint), __file__)
         seg = None
         if segmentMissing:
@@ -220,7 +223,7 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
             except Exception:  # no segmenter chosen and none bundled: grade without automatic masks
                 seg = None
         return grading.GradingOptions(path, saliency_method=saliencyMethod, target=target, device=device,
-                                      segmenter=seg)
+                                      segmenter=seg, alpha=round(1.0 - float(setLevel), 6))
 
     def readCard(self, checkpoint=None):
         """The model card of a checkpoint (or of the demo model); None if it cannot be read yet."""
@@ -276,12 +279,12 @@ class KneeOAGradingLogic(ScriptedLoadableModuleLogic):
                                 env=self.jobEnvironment(), python=jobs.slicer_python())
 
     def process(self, volumeNode, segmentationNode=None, checkpoint=None, device="auto", saliencyMethod="smoothgrad",
-                target="auto", showResult=True):
+                target="auto", showResult=True, setLevel=1.0 - DEFAULT_ALPHA):
         """Grade one volume node and wait (console/tests). Returns a grading.GradingResult whose nodes
         (saliency, cartilage outlines, result table, KL chart) are in the scene and kept on the volume.
         `segmentationNode` may be a segmentation or a label map with the OAI-ZIB-CM labels."""
         self.requireDependencies(_("Grading"))
-        options = self.gradingOptions(checkpoint, device, saliencyMethod, target)
+        options = self.gradingOptions(checkpoint, device, saliencyMethod, target, setLevel=setLevel)
         note = deps.device_note(device)
         if note:
             print(note)

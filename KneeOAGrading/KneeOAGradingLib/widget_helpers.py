@@ -22,7 +22,7 @@ class GradingQueue:
         options = None
         with module_widget.showing_errors(_("Cannot start grading."), wait_cursor=False):
             options = self.logic.gradingOptions(p.checkpoint, p.device, p.saliencyMethod, p.target, p.segmenter,
-                                                p.segmentMissing)
+                                                p.segmentMissing, p.setLevel)
         if options is None:
             return
         self._options = options

@@ -109,3 +109,22 @@ def test_a_chosen_set_level_reaches_the_grading_command(tmp_path):
     assert grading.on_cpu(grading.GradingOptions(tmp_path / "m.safetensors", alpha=0.2)).alpha == 0.2
     with pytest.raises(ValueError, match="alpha"):
         grading.GradingOptions(tmp_path / "m.safetensors", alpha=1.5)
+
+
+@pytest.mark.slow
+def test_the_set_level_chosen_in_the_panel_reaches_the_grade_and_its_label(calibrated, phantom_cohort, monkeypatch):
+    from pathlib import Path
+
+    from slicer_helpers import load_scripted_module
+
+    module = load_scripted_module(monkeypatch, Path(__file__).resolve().parents[2] / "KneeOAGrading" / "KneeOAGrading.py")
+    logic = module.KneeOAGradingLogic()
+    assert logic.gradingOptions(calibrated).alpha == pytest.approx(names.DEFAULT_ALPHA)
+    assert logic.gradingOptions(calibrated, setLevel=0.8).alpha == pytest.approx(0.2)
+    scene = fresh_scene()
+    image = sorted((phantom_cohort / "imagesTs").glob("*.nii.gz"))[0]
+    volume = nodes.load_volume_node(image, "oaizib_013_0000", scene)
+    monkeypatch.setattr(module.slicer, "mrmlScene", scene, raising=False)
+    out = logic.process(volume, checkpoint=calibrated, device="cpu", showResult=False, setLevel=0.8)
+    assert out.trust[names.SET_LEVEL] == pytest.approx(0.8) and out.trust[names.KL_SET_LABEL].endswith("at 80 %")
+    assert dict(results.table_rows(out.result_table_node))["KL set (80 %, ordinal)"] == out.trust[names.KL_SET]
