@@ -88,3 +88,13 @@ def test_saliency_examples_cover_every_kl_grade_first():
     assert [c.kl for c in picked] == [0, 1, 2, 3, 4]
     assert [c.case_id for c in one_per_grade(cases, 7)][5:] == ["k1", "k2"]  # then cohort order
     assert len(one_per_grade(cases, 2)) == 2
+
+
+def test_link_columns_link_relative_files_and_never_a_scheme_or_an_absolute_path():
+    rows = [{"file": "saliency/a b.nii.gz"}, {"file": "javascript:alert(1)"}, {"file": "/etc/passwd"},
+            {"file": '"><script>x</script>'}, {"file": ""}]
+    page = render_report("r", [Section("s", items=[Table(rows, links=("file",))])])
+    assert '<a href="saliency/a%20b.nii.gz">saliency/a b.nii.gz</a>' in page
+    assert page.count("<a href=") == 1 + 2  # the navigation's link to the section, the two relative paths
+    assert '<a href="%22%3E%3Cscript%3Ex%3C/script%3E">' in page  # a hostile name: encoded, still inert
+    assert "<script>" not in page and "<td>javascript:alert(1)</td>" in page and "<td>/etc/passwd</td>" in page

@@ -119,6 +119,10 @@ def test_study_report_trust_section_from_the_predictions_folder(calibrated_run, 
 
     assert run_main(monkeypatch, "predict", "--checkpoint", str(calibrated_run), "--data", str(phantom_cohort),
                     "--out", str(tmp_path / "predictions")) == 0
+    first = sorted((phantom_cohort / "imagesTs").glob("*.nii.gz"))[0].name.split(".")[0].removesuffix("_0000")
+    saliency = tmp_path / "saliency" / "resnet3d_dual" / f"{first} saliency.nii.gz"  # a space: the href is encoded
+    saliency.parent.mkdir(parents=True)
+    saliency.write_bytes(b"")
     section = trust_section(tmp_path, ["resnet3d_dual", "resnet3d_single_oa"])
     assert "Not calibrated (no trust file): resnet3d_single_oa" in section.text
     tables = [i for i in section.items if isinstance(i, Table)]
@@ -131,4 +135,6 @@ def test_study_report_trust_section_from_the_predictions_folder(calibrated_run, 
     assert len(triage.rows) == 6 and [r["flag"] for r in triage.rows] == sorted((r["flag"] for r in triage.rows),
                                                                                reverse=True)
     assert sum(isinstance(i, Figure) for i in section.items) == 2  # reliability of the one model + OOD histogram
-    assert "Trust: calibration, sets, out-of-distribution" in render_report("r", [section])
+    page = render_report("r", [section])
+    assert "Trust: calibration, sets, out-of-distribution" in page
+    assert f'<a href="saliency/resnet3d_dual/{first}%20saliency.nii.gz">' in page  # the triage links the map

@@ -32,6 +32,7 @@ class Table:
     highlight: str | None = None  # a boolean column whose true rows are shaded
     human: bool = False  # headers from contracts.report.COLUMN_LABELS (the CSV name stays as a tooltip)
     legend: str = ""  # one line under the table saying what the columns mean
+    links: tuple[str, ...] = ()  # columns holding file paths relative to the report's folder: shown as links
 
 
 @dataclass
@@ -66,6 +67,16 @@ def fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _link(path: Any) -> str:
+    """A relative file path as a link (percent-encoded href; a path with a scheme or a leading / stays text)."""
+    from urllib.parse import quote
+
+    text = str(path)
+    if ":" in text.split("/")[0] or text.startswith(("/", "\\")):
+        return html.escape(text)  # never an absolute or scheme link (javascript:, file:) from a table cell
+    return f'<a href="{html.escape(quote(text))}">{html.escape(text)}</a>'
+
+
 def _table_html(table: Table) -> str:
     columns = table.columns or (list(table.rows[0]) if table.rows else [])
     if table.human:
@@ -77,7 +88,8 @@ def _table_html(table: Table) -> str:
     body = []
     for row in table.rows:
         cls = ' class="sig"' if table.highlight and row.get(table.highlight) in (True, "True", "true", 1) else ""
-        cells = "".join(f"<td>{fmt(row.get(c, ''))}</td>" for c in columns)
+        cells = "".join(f"<td>{_link(row.get(c)) if c in table.links and row.get(c) else fmt(row.get(c, ''))}</td>"
+                        for c in columns)
         body.append(f"<tr{cls}>{cells}</tr>")
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     legend = f'<p class="legend">{html.escape(table.legend)}</p>' if table.legend else ""

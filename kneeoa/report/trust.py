@@ -187,6 +187,7 @@ def trust_section(out: str | Path, model_names: list[str]) -> Section:
         *[Figure(reliability_png(m), f"Reliability: {m['name']}") for m in models],
         Figure(ood_png(models), "OOD score distribution of the test knees"),
         Table(triage_rows(models, out), caption="Triage: flagged knees first, then the widest sets "
-                                                "(saliency files relative to the study folder)"),
+                                                "(each saliency file links to the map in the study folder)",
+              links=("saliency",)),
     ]
     return Section("Trust: calibration, sets, out-of-distribution", text, items)
