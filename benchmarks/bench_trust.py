@@ -109,7 +109,7 @@ def coverage_rows(kl_cal: np.ndarray, y: np.ndarray, n_splits: int) -> dict:
     p, y = kl_cal[keep], y[keep]
     out = {}
     for alpha in (0.1, 0.2):
-        for method in ("ordinal", "lac", "aps"):
+        for method in ("ordinal", "ordinal-conservative", "lac", "aps"):
             for cc in (False, True):
                 r = coverage_over_splits(p, y, alpha, method, n_splits=n_splits, seed=1, class_conditional=cc)
                 key = f"{method}{'_cc' if cc else ''}@{alpha}"
