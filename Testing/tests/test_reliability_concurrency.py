@@ -146,6 +146,98 @@ def test_a_held_scores_table_or_shard_stops_score(tmp_path, monkeypatch, capsys)
     assert len(list(csv.DictReader(out.open(encoding="utf-8")))) == 4
 
 
+def _stats_job(tmp: Path) -> tuple[list[str], Path, Path]:
+    """(argv, the output the message names, the lock file) of `kneeoa stats` on tiny synthetic predictions."""
+    from kneeoa.analysis.synthetic_preds import write_synthetic_predictions
+
+    write_synthetic_predictions(tmp / "preds", n_subjects=20, seed=0, backbones=("resnet3d",))
+    out = tmp / "stats.csv"
+    return ["stats", str(tmp / "preds"), "--out", str(out), "--resamples", "20"], out, locks.lock_path_for(out)
+
+
+def _merge_job(tmp: Path) -> tuple[list[str], Path, Path]:
+    from kneeoa.engine.score_io import ensure_header, format_row
+    from kneeoa.utils.atomic import append_line
+
+    parts = []
+    for k in range(2):
+        part = tmp / f"scores_{k}.csv"
+        ensure_header(part)
+        append_line(part, format_row({"case_id": f"knee_{k}", "path": f"/d/knee_{k}.nii.gz", "status": "ok",
+                                      "error": "", "oa_prob": 0.5}))
+        parts.append(str(part))
+    out = tmp / "scores.csv"
+    return ["merge", str(out), *parts], out, locks.lock_path_for(out)  # the lock `score` takes on a table too
+
+
+def _latent_job(tmp: Path) -> tuple[list[str], Path, Path]:
+    rng = np.random.default_rng(0)
+    arrays = {"name": np.array("resnet3d_dual")}
+    for split, n in (("train", 20), ("test", 10)):
+        kl = np.arange(n) % 5
+        arrays[f"{split}_embedding"] = (kl[:, None] + rng.normal(0, 0.3, (n, 4))).astype(np.float32)
+        arrays[f"{split}_kl"] = kl
+    np.savez(tmp / "resnet3d_dual_embeddings.npz", **arrays)
+    out = tmp / "latent"
+    return ["latent", str(tmp / "resnet3d_dual_embeddings.npz"), "--out", str(out)], out, \
+        locks.lock_path_for(out / "latent_summary.csv")
+
+
+def _saliency_job(tmp: Path) -> tuple[list[str], Path, Path]:
+    image = volume_folder(tmp / "images", 1, shape=(16, 16, 16))[0]
+    out = tmp / "maps"
+    argv = ["saliency", "--checkpoint", str(tiny_checkpoint(tmp / "m.safetensors")), "--image", str(image),
+            "--out", str(out), "--n-samples", "1", "--device", "cpu"]
+    return argv, out, locks.lock_path_for(out / "saliency_overlap.csv")
+
+
+def _score_saliency_job(tmp: Path) -> tuple[list[str], Path, Path]:
+    volume_folder(tmp / "cohort", 2, shape=(16, 16, 16))
+    out = tmp / "maps"
+    argv = ["score", str(tmp / "cohort"), "--checkpoint", str(tiny_checkpoint(tmp / "m.safetensors")), "--out",
+            str(tmp / "scores.csv"), "--saliency", str(out), "--device", "cpu"]
+    return argv, out, locks.lock_path_for(out / "saliency_overlap.csv")
+
+
+def _written(folder: Path) -> set[str]:
+    """Every file under `folder` but the lock files and the inputs the job builders wrote."""
+    inputs = {"preds", "images", "cohort", "m.safetensors", "resnet3d_dual_embeddings.npz", "scores_0.csv",
+              "scores_1.csv"}
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")
+            and p.relative_to(folder).parts[0] not in inputs}
+
+
+@pytest.mark.parametrize("job", [_stats_job, _merge_job, _latent_job, _saliency_job, _score_saliency_job],
+                         ids=["stats", "merge", "latent", "saliency", "score-saliency"])
+def test_a_held_output_stops_the_writer_and_a_dead_holders_lock_is_taken_over(job, tmp_path, monkeypatch, capsys):
+    argv, out, lock = job(tmp_path)
+    proc = _holder(lock)
+    try:
+        rc = run_main(monkeypatch, *argv)
+        assert_one_clear_error(rc, capsys.readouterr().err, argv[0], out, f"in use by pid {proc.pid}")
+        assert _written(tmp_path) == set()  # refused before anything was written
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert locks.read_lock(lock)["pid"] == proc.pid  # the dead holder's lock is still there: stale
+    assert run_main(monkeypatch, *argv) == 0, capsys.readouterr().err
+    assert _written(tmp_path) and not lock.exists()  # taken over, the outputs written, the lock released
+
+
+def test_saliency_folder_shards_of_one_score_run_side_by_side_but_exclude_a_whole_run(tmp_path, monkeypatch,
+                                                                                      capsys):
+    argv, out, _ = _score_saliency_job(tmp_path)
+    proc = _holder(locks.lock_path_for(out / "saliency_overlap.csv", "shard-1-of-2"))
+    try:
+        rc = run_main(monkeypatch, *argv)  # a run over every case would write the shard's maps as well
+        assert_one_clear_error(rc, capsys.readouterr().err, "score", out, "being written by .* \\(a shard\\)")
+        assert run_main(monkeypatch, *argv, "--shard", "0/2") == 0  # the other shard's maps are its own
+        assert sorted(p.name for p in out.glob("*.nii.gz")) == ["knee_0_saliency.nii.gz"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.slow
 def test_two_fresh_score_runs_into_one_table_write_every_case_once(tmp_path):
     volume_folder(tmp_path / "cohort", 6, shape=(16, 16, 16))

@@ -162,11 +162,15 @@ def write_latent_outputs(results: list[dict[str, Any]], out_dir: str | Path) -> 
     from kneeoa.data.tables import write_table
 
     out_dir = Path(out_dir)
+    from kneeoa.utils import locks
+
     paths = {"summary": out_dir / "latent_summary.csv", "points": out_dir / "latent_points.csv",
              "figure": out_dir / "pca_grid.png"}
-    write_table(paths["summary"], [r["row"] for r in results], SUMMARY_COLUMNS)
-    write_table(paths["points"], point_rows(results), POINT_COLUMNS)
-    save_figure(pca_grid(results), paths["figure"])
+    # one writer per folder: two runs would leave the summary of one beside the points of the other
+    with locks.exclusive(locks.lock_path_for(paths["summary"]), out_dir, "the latent outputs"):
+        write_table(paths["summary"], [r["row"] for r in results], SUMMARY_COLUMNS)
+        write_table(paths["points"], point_rows(results), POINT_COLUMNS)
+        save_figure(pca_grid(results), paths["figure"])
     return paths
 
 

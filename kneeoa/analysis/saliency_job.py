@@ -7,6 +7,7 @@ is recorded and the job goes on; maps already written stay.
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,8 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
     Returns {"maps": {case_id: path}, "overlap_csv": path | None, "rows": [...], "failures": {case_id: message}}.
     """
     from kneeoa.analysis.overlap import DEFAULT_KS
-    from kneeoa.analysis.saliency import check_options, explain
+    from kneeoa.analysis.saliency import check_options
     from kneeoa.contracts.vocab import SALIENCY_BOTH
-    from kneeoa.data.volume import read_volume, write_nifti
-    from kneeoa.progress import Progress
 
     both = target == SALIENCY_BOTH
     check_options(method, "kl" if both else target, n_samples, noise_std, batch_size)
@@ -74,8 +73,28 @@ def run_saliency_cases(model: Any, cases: list[SaliencyCase], out_dir: str | Pat
         raise ConfigError("target 'both' needs a Dual model (a KL and an OA head)")
     targets = ("kl", "oa") if both else (target,)
     check_saliency_outputs(out_dir, cases, overwrite, both)
-    ks = tuple(ks or DEFAULT_KS)
-    out_dir = Path(out_dir)
+    with folder_lock(out_dir):  # two jobs saving maps into one folder would mix their maps and overlap rows
+        check_saliency_outputs(out_dir, cases, overwrite, both)  # again: another job may have written meanwhile
+        return _run_cases(model, cases, Path(out_dir), method, targets, labels, input_shape, n_samples, noise_std,
+                          batch_size, tuple(ks or DEFAULT_KS), segmenter, both)
+
+
+def folder_lock(out_dir: str | Path, shard: tuple[int, int] | None = None) -> AbstractContextManager[Path]:
+    """The writer lock of a saliency folder (`kneeoa saliency`, `score --saliency`; shards of one score run
+    share the folder, each case's map is written by one shard): `.saliency_overlap.csv.lock` inside it."""
+    from kneeoa.utils import locks
+
+    return locks.sharded(out_dir, shard, "the saliency folder", named_after=Path(out_dir) / OVERLAP_CSV)
+
+
+def _run_cases(model: Any, cases: list[SaliencyCase], out_dir: Path, method: str, targets: tuple,
+               labels: tuple[int, ...], input_shape: tuple[int, int, int] | None, n_samples: int, noise_std: float,
+               batch_size: int | None, ks: tuple[float, ...], segmenter: str | Path | None,
+               both: bool) -> dict[str, Any]:
+    from kneeoa.analysis.saliency import explain
+    from kneeoa.data.volume import read_volume, write_nifti
+    from kneeoa.progress import Progress
+
     out_dir.mkdir(parents=True, exist_ok=True)
     maps: dict[str, Path] = {}
     rows: list[dict[str, Any]] = []

@@ -7,7 +7,6 @@ format and the label structure (KL 0..4, OA = KL >= 2) are real.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,8 @@ from kneeoa.contracts.catalog import paper_backbones, spellings
 from kneeoa.contracts.prediction import Prediction
 from kneeoa.contracts.schemas import pred_columns, preds_file_name
 from kneeoa.contracts.vocab import VARIANT_TAGS, model_name, variant_from_tag
+from kneeoa.data.tables import write_table
 from kneeoa.hierarchy import N_KL, OA_THRESHOLD
-from kneeoa.utils.atomic import atomic_path
 
 PAPER_TEST_KL_COUNTS = (21, 12, 22, 28, 15)  # the 98 graded OAI-ZIB-CM test knees
 
@@ -62,7 +61,8 @@ def write_synthetic_predictions(out_dir: str | Path, n_subjects: int = 98, seed:
                 prediction = Prediction(oa_prob=float(prob_oa[i]), pred_oa=int(prob_oa[i] >= 0.5), **kl_head)
                 rows.append({"CMT_ID": int(ids[i]), "label_kl": int(kl[i]), "label_oa": int(oa[i]),
                              **prediction.to_pred_row()})
-            _write_csv(path, rows, pred_columns(variant, img_path=False))
+            # the shared table writer: atomic, and quoted like every CSV we write (OWASP; numbers stay as they are)
+            write_table(path, rows, pred_columns(variant, img_path=False))
             written[(backbone, variant)] = path
     return written
 
@@ -74,9 +74,3 @@ def _kl_probs(kl: np.ndarray, skill: float, rng: np.random.Generator) -> np.ndar
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     return probs / probs.sum(axis=1, keepdims=True)
 
-
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)

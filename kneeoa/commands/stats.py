@@ -36,16 +36,21 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.errors import ConfigError, InputError
     from kneeoa.progress import emit
     from kneeoa.report.paper_figures import write_stats_extras
+    from kneeoa.utils import locks
 
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be positive, got {args.resamples}")
     _check_outputs(args)
     start = time.perf_counter()
-    result = compare_dual_vs_single(args.preds_dir, n_resamples=args.resamples, seed=args.seed)
-    if not result.rows:
-        raise InputError(f"no Dual-vs-Single test can run: {_missing_pairs(result.files)}", args.preds_dir)
-    out = write_stats_csv(args.out, result.rows)
-    write_stats_extras(args.out, result.rows, args.resamples, args.seed)  # <out>_no_fdr.csv, <out>_protocol.json
+    # one writer per table: two runs into one --out would leave one's table beside the other's protocol
+    with locks.exclusive(locks.lock_path_for(args.out), args.out, "the statistics table"):
+        _check_outputs(args)  # again: another run may have written them meanwhile
+        result = compare_dual_vs_single(args.preds_dir, n_resamples=args.resamples, seed=args.seed)
+        if not result.rows:
+            raise InputError(f"no Dual-vs-Single test can run: {_missing_pairs(result.files)}", args.preds_dir)
+        out = write_stats_csv(args.out, result.rows)
+        write_stats_extras(args.out, result.rows, args.resamples, args.seed)  # <out>_no_fdr.csv, _protocol.json
+        figures = _figures(args, result.rows)
     for line in result.skipped:
         print(f"skipped {line}")
     for row in result.rows:
@@ -58,19 +63,24 @@ def run(args: argparse.Namespace) -> int:
             # e.g. a KL grade missing from a resample: macro AUC undefined there (sklearn refuses)
             print(f"note: {row['backbone']} {row['task']} {row['metric']}: metric defined on "
                   f"{row['n_valid_resamples']} of {args.resamples} resamples; CI and p use those")
-    figures = {}
-    if (args.plot or args.bars) and result.rows:
-        from kneeoa.analysis.plots import delta_bar_chart, forest_plot, save_figure
-
-        if args.plot:
-            figures["forest"] = str(save_figure(forest_plot(result.rows), args.plot))
-        if args.bars:
-            figures["bars"] = str(save_figure(delta_bar_chart(result.rows), args.bars))
     seconds = time.perf_counter() - start
     print(f"{len(result.rows)} tests, B={args.resamples}, {seconds:.1f} s -> {out}")
     emit("result", task="stats", out=str(out), n_tests=len(result.rows), skipped=result.skipped,
          figures=figures, seconds=round(seconds, 3))
     return 0
+
+
+def _figures(args: argparse.Namespace, rows: list[dict]) -> dict[str, str]:
+    """The optional --plot forest plot and --bars bar chart; {kind: path}."""
+    figures: dict[str, str] = {}
+    if args.plot or args.bars:
+        from kneeoa.analysis.plots import delta_bar_chart, forest_plot, save_figure
+
+        if args.plot:
+            figures["forest"] = str(save_figure(forest_plot(rows), args.plot))
+        if args.bars:
+            figures["bars"] = str(save_figure(delta_bar_chart(rows), args.bars))
+    return figures
 
 
 def _missing_pairs(files: dict) -> str:

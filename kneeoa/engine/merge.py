@@ -18,6 +18,16 @@ def merge_tables(out_csv: str | Path, parts: list[str | Path], overwrite: bool =
     check_outputs([out_csv], parts, overwrite, what="the merged table")
     if out_csv.suffix.lower() != ".csv":
         raise ConfigError("the merged table must be a .csv file", out_csv)
+    from kneeoa.utils import locks
+
+    # one writer per table: the lock `kneeoa score` takes on it too (a merge into a table being scored, or
+    # two merges into one table, stop with one line instead of replacing each other's rows)
+    with locks.sharded(out_csv, None, "the merged table"):
+        check_outputs([out_csv], parts, overwrite, what="the merged table")  # again: someone may have written
+        return _merge(out_csv, parts)
+
+
+def _merge(out_csv: Path, parts: list[str | Path]) -> dict:
     best: dict[str, dict] = {}
     duplicates = 0
     for part in parts:

@@ -10,7 +10,6 @@ table; `shard=(i, n)` (or torchrun's RANK/WORLD_SIZE) scores every n-th case; `k
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,14 @@ def _cohort_tables(folder: Path) -> set[Path]:
     names = ["labels.csv", "labels.xlsx", KNEE_SIDE_FILE,
              *(f"{stem}{suffix}" for *_, stem in FOLDERS.values() for suffix in (".xlsx", ".csv"))]
     return {(folder / name).resolve() for name in names if (folder / name).is_file()}
+
+
+def _saliency_lock(saliency_dir: Path | None, shard: tuple[int, int] | None) -> contextlib.AbstractContextManager:
+    if saliency_dir is None:
+        return contextlib.nullcontext()
+    from kneeoa.analysis.saliency_job import folder_lock
+
+    return folder_lock(saliency_dir, shard)
 
 
 def _check_outputs(out_csv: Path, saliency_dir: Path | None, items: list[tuple[str, str]],
@@ -122,7 +129,10 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
 
         model_card = load_model(checkpoint, dev)  # a bad checkpoint fails before any output is touched
         trusted = load_trust_predictor(checkpoint, model_card[1], trust)
-        with table_lock(out_csv, shard_):
+        from kneeoa.utils import locks
+
+        # one writer per table (or shard of it), and per saliency folder (shards may share one folder)
+        with locks.sharded(out_csv, shard_, "the scores table"), _saliency_lock(saliency_dir, shard_):
             # looked at again under the lock: another run may have created the table since
             exists = out_csv.exists()
             if exists and not (resume or overwrite):
@@ -146,23 +156,6 @@ def score_folder(folder: str | Path, checkpoint: str | Path, out_csv: str | Path
     finally:
         distributed.cleanup(info)
     return {"out_csv": out_csv, **counts, "skipped": len(mine) - len(todo), "total": len(items), "shard": shard_}
-
-
-@contextlib.contextmanager
-def table_lock(out_csv: Path, shard: tuple[int, int] | None) -> Iterator[None]:
-    """One writer per scores table, or per shard of it: a whole-table run excludes every shard and the
-    other way round (two fresh runs into one table would write every case twice)."""
-    from kneeoa.utils import locks
-
-    whole = locks.lock_path_for(out_csv)
-    mine = whole if shard is None else locks.lock_path_for(out_csv, f"shard-{shard[0]}-of-{shard[1]}")
-    with locks.exclusive(mine, out_csv, "the scores table" if shard is None else f"shard {shard[0]}/{shard[1]}"):
-        others = [whole] if shard is not None else sorted(out_csv.parent.glob(f".{out_csv.name}.shard-*.lock"))
-        busy = [p for p in others if p.exists() and not locks.is_stale(p)]
-        if busy:
-            raise ConfigError(f"the scores table is being written by {locks.describe_owner(busy[0])} "
-                              f"({'a whole-table run' if shard is not None else 'a shard'}); wait for it", out_csv)
-        yield
 
 
 def _score_items(todo: list[tuple[str, str]], model_card: tuple[Any, dict], out_csv: Path, saliency_dir: Path | None,

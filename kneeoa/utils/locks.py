@@ -129,6 +129,28 @@ def exclusive(path: str | Path, output: str | Path, what: str) -> Iterator[Path]
         release(path)
 
 
+@contextlib.contextmanager
+def sharded(output: str | Path, shard: tuple[int, int] | None, what: str,
+            named_after: str | Path | None = None) -> Iterator[Path]:
+    """One writer per output, or per shard of it: a whole-output writer excludes every shard writer and the
+    other way round (shards of one table, or ranks saving maps into one folder, run side by side).
+
+    The locks are `.NAME.lock` and `.NAME.shard-I-of-N.lock` of `named_after` (default `output`; an output
+    folder passes a file inside it, so the locks live in the folder). ConfigError names `output`."""
+    output = Path(output)
+    base = Path(named_after) if named_after is not None else output
+    whole = lock_path_for(base)
+    mine = whole if shard is None else lock_path_for(base, f"shard-{shard[0]}-of-{shard[1]}")
+    with exclusive(mine, output, what if shard is None else f"shard {shard[0]}/{shard[1]} of {what}"):
+        others = [whole] if shard is not None else sorted(base.parent.glob(f".{base.name}.shard-*.lock"))
+        busy = [p for p in others if p.exists() and not is_stale(p)]
+        if busy:
+            raise ConfigError(f"{what} is being written by {describe_owner(busy[0])} "
+                              f"({'a run over every case' if shard is not None else 'a shard'}); wait for it",
+                              output)
+        yield mine
+
+
 def lock_path_for(output: str | Path, tag: str = "") -> Path:
     """The lock file of an output file: `.NAME.lock` beside it (`.NAME.TAG.lock` for one shard)."""
     output = Path(output)
