@@ -35,7 +35,7 @@ GRIDS = {"resnet3d": [("resnet3d", v) for v in ("single-oa", "single-kl", "dual"
          "full": [(b, v) for b in ("resnet3d", "nnmamba", "m3t") for v in ("single-oa", "single-kl", "dual")]}
 
 
-def train_grid(cohort: Path, work: Path, grid: list, epochs: int, reuse: bool = False) -> dict:
+def train_grid(cohort: Path, work: Path, grid: list, epochs: int, reuse: bool = False, fraction: float = 0.25) -> dict:
     from kneeoa.engine.train import train
 
     out = {}
@@ -46,7 +46,7 @@ def train_grid(cohort: Path, work: Path, grid: list, epochs: int, reuse: bool = 
             out[(backbone, variant)] = run / "checkpoints" / "last.safetensors"
             continue  # --reuse: the trained grid of an earlier run (to re-measure without retraining)
         overrides = {"epochs": epochs, "input_shape": [32, 32, 32], "width": 8, "device": "cpu",
-                     "calibration_fraction": 0.25, "seed": 0}
+                     "calibration_fraction": fraction, "seed": 0}
         if backbone == "m3t":
             overrides["input_shape"] = [24, 24, 24]
         shutil.rmtree(run, ignore_errors=True)  # a fresh run each time (benchmark scratch folder)
@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--splits", type=int, default=40)
     parser.add_argument("--reuse", action="store_true", help="keep the models already trained under --work")
+    parser.add_argument("--calibration-fraction", type=float, default=0.25,
+                        help="share of the training knees held out for calibration (half T, half sets)")
     args = parser.parse_args(argv)
     from kneeoa.data.cohort import load_cohort
     from kneeoa.data.phantom import generate_cohort
@@ -271,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (cohort / "subInfo_test.xlsx").exists():
         generate_cohort(cohort, args.train, args.test, shape=(32, 32, 32), seed=5)
     test_cases = load_cohort(cohort).split("test")
-    results: dict = {"cohort": {"train": args.train, "test": len(test_cases), "shape": [32, 32, 32], "seed": 5},
+    results: dict = {"cohort": {"train": args.train, "test": len(test_cases), "shape": [32, 32, 32], "seed": 5,
+                                "calibration_fraction": args.calibration_fraction},
                      "models": {}}
-    checkpoints = train_grid(cohort, work, GRIDS[args.grid], args.epochs, args.reuse)
+    checkpoints = train_grid(cohort, work, GRIDS[args.grid], args.epochs, args.reuse, args.calibration_fraction)
     for (backbone, variant), ckpt in checkpoints.items():
         res = test_outputs(ckpt, test_cases)
         row, kl_cal, _ = calibration_rows(ckpt, res)
