@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,14 +291,23 @@ def apply_resume_overrides(cfg: TrainConfig, overrides: dict | None, source: str
     return TrainConfig.from_dict({**cfg.to_dict(), **{k: extra[k] for k in changed}}, source=source)
 
 
-# --- the `kneeoa train` override flags, generated from the options ----------------------------------------
+# --- the `kneeoa train` (and `kneeoa study`) override flags, generated from the options ----------------------
+
+FLAGGED = tuple(name for name, option in OPTIONS.items() if option.flag is not None)
 
 
-def add_train_arguments(group: argparse._ArgumentGroup) -> None:
-    """One flag per option that has one; default None = the preset's value."""
-    for name, option in OPTIONS.items():
-        if option.flag is None:
-            continue
+def _flagged(only: Iterable[str] | None) -> tuple[str, ...]:
+    names = FLAGGED if only is None else tuple(only)
+    unknown = [n for n in names if n not in FLAGGED]
+    if unknown:  # a programming error (a study subset naming an option without a flag), not user input
+        raise ValueError(f"not a flagged training option: {', '.join(unknown)}")
+    return names
+
+
+def add_train_arguments(group: argparse._ArgumentGroup, only: Iterable[str] | None = None) -> None:
+    """One flag per option that has one (or per option in `only`); default None = the preset's value."""
+    for name in _flagged(only):
+        option = OPTIONS[name]
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": option.help, **option.cli}
         if "action" not in kwargs:
             kwargs.setdefault("type", float if float in option.types else int if int in option.types else None)
@@ -307,12 +316,37 @@ def add_train_arguments(group: argparse._ArgumentGroup) -> None:
         group.add_argument(option.flag, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict:
+def overrides_from_args(args: argparse.Namespace, only: Iterable[str] | None = None) -> dict:
     """The options given on the command line (None = not given); file options made absolute."""
     out = {}
-    for name, option in OPTIONS.items():
-        if option.flag is None:
-            continue
+    for name in _flagged(only):
+        option = OPTIONS[name]
         value = getattr(args, option.cli.get("dest", name))
         out[name] = str(Path(value).resolve()) if option.path and value is not None else value
     return out
+
+
+def check_overrides(overrides: dict | None) -> dict:
+    """`normalise_overrides`, then every value checked by its option's own rule: a study checks its
+    overrides once, before it plans or starts any of its runs (the runs check them again as TrainConfig)."""
+    extra = normalise_overrides(overrides)
+    unknown = sorted(set(extra) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    for name, value in extra.items():
+        check_value(name, OPTIONS[name], value)
+    return extra
+
+
+def train_flag_argv(name: str, value: Any) -> list[str]:
+    """The `kneeoa train` arguments that set option `name` to `value` (the parser above, inverted): how a
+    CV plan writes its plain command lines. ConfigError when no flag can say it."""
+    option = OPTIONS.get(name)
+    if option is None or option.flag is None:
+        raise ConfigError(f"override {name!r} has no `kneeoa train` flag; use the task command instead")
+    action = option.cli.get("action")
+    if action in ("store_true", "store_false"):
+        if bool(value) != (action == "store_true"):  # a switch only sets one value; the other is the preset's
+            raise ConfigError(f"override {name}={value!r} has no `kneeoa train` flag; use the task command instead")
+        return [option.flag]
+    return [option.flag, *(str(v) for v in value)] if isinstance(value, list) else [option.flag, str(value)]

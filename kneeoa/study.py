@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kneeoa.config import check_overrides
 from kneeoa.contracts.catalog import backbone_names, study_backbones
 from kneeoa.contracts.vocab import VARIANTS, model_name, split_model_name
 from kneeoa.errors import ConfigError
@@ -47,7 +48,7 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
                saliency_method, segmenter=None) -> dict[str, Any]:
     if not cohort.split("train") or not cohort.split("test"):
         raise ConfigError("a study needs graded train and test cases (an OAI-ZIB-CM style cohort)", data)
-    overrides = {"cache_dir": str(out / "cache"), **(overrides or {})}
+    overrides = {"cache_dir": str(out / "cache"), **check_overrides(overrides)}  # before the first run trains
     timings: dict[str, float] = {}
     previous = _previous_timings(out)
     grid = [(b, v) for b in backbones for v in variants]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from kneeoa.config import FLAGGED, add_train_arguments, overrides_from_args
 from kneeoa.contracts.catalog import study_backbones
 from kneeoa.contracts.studies import DEFAULT_FOLDS, DEFAULT_SEEDS, EXECUTORS, PROTOCOLS
-from kneeoa.contracts.vocab import DEVICES, VARIANTS
+from kneeoa.contracts.vocab import VARIANTS
 
 DESCRIPTION = """The whole protocol: train the 3 backbones x 3 variants, predict, then statistics, latent analysis,
 saliency and one report.html. Re-run the same command to resume: finished runs are kept, and so are
@@ -25,6 +26,13 @@ example:  kneeoa study --data cohort --out study --backbones resnet3d --epochs 2
           kneeoa study --protocol cv --data cohort --out cv --executor slurm --partition gpu --time 12:00:00
           kneeoa study --collect cv"""
 
+# The `kneeoa train` options a study passes to every one of its runs: each flag is generated from its
+# TrainConfig field (type, choices, help), as `kneeoa train`'s are, except these, which the study sets itself:
+NOT_STUDY_WIDE = {"seed": "one per run: the preset's (official) or 0..S-1 (--seeds, cv)",
+                  "cache": "train and predict share the study's preprocessing cache",
+                  "cache_dir": "the study's own OUT/cache"}
+STUDY_OPTIONS = tuple(name for name in FLAGGED if name not in NOT_STUDY_WIDE)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="the whole protocol (official split or cross-validated, multi-seed) -> report",
@@ -34,15 +42,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="quick", help="quick | paper | a YAML preset file")
     p.add_argument("--backbones", default=",".join(study_backbones()), help="comma-separated subset")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
-    p.add_argument("--epochs", type=int, help="override the preset's epochs")
-    p.add_argument("--width", type=int, help="override the base channel width (narrow models for tests)")
-    p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="override the input D H W (or one N)")
-    p.add_argument("--device", choices=DEVICES, help="auto = CUDA, then MPS, else CPU (default: the preset's)")
     p.add_argument("--saliency-cases", type=int, default=5,
                    help="test knees explained per model (one per KL grade first)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--segmenter", help="segmenter (.safetensors): automatic masks where a test case has none, and "
                                        "a segmentation section (Dice, outlines, thickness) in the report")
+    add_train_arguments(p.add_argument_group("training overrides, the same for every run (default: the preset's "
+                                             "value; as kneeoa train)"), only=STUDY_OPTIONS)
     cv = p.add_argument_group("cross-validation (--protocol cv)")
     cv.add_argument("--protocol", choices=PROTOCOLS, default="official",
                     help="official = the published split (default); cv = K folds x S seeds")
@@ -67,10 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    from kneeoa.config import normalise_overrides  # drops options not given; one --input-size N is a cube
-
-    return normalise_overrides({"epochs": args.epochs, "device": args.device, "width": args.width,
-                                "input_shape": args.input_size})
+    """The training overrides (None = not given); the study checks them before it plans or trains any run."""
+    return overrides_from_args(args, only=STUDY_OPTIONS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,14 +14,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kneeoa.config import train_flag_argv
 from kneeoa.contracts.studies import PLAN_FILE, fold_dir, run_tag
 from kneeoa.contracts.vocab import model_name
-from kneeoa.errors import ConfigError
-
-# train overrides that `kneeoa train` takes as flags (the plan's plain command lines)
-TRAIN_FLAGS = {"epochs": "--epochs", "lr": "--lr", "weight_decay": "--weight-decay", "batch_size": "--batch-size",
-               "input_shape": "--input-size", "width": "--width", "head": "--head", "lambda_oa": "--lambda-oa",
-               "device": "--device", "workers": "--workers", "amp": "--amp", "cache_dir": "--cache-dir"}
 
 
 @dataclass(frozen=True)
@@ -74,17 +69,13 @@ def plain_commands(task: Task, preset: str, overrides: dict, python: str | None 
     train = [*exe, "train", "--data", task.data, "--backbone", task.backbone, "--variant", task.variant,
              "--preset", preset, "--seed", str(task.seed), "--out", task.run_dir]
     for key, value in overrides.items():
-        if key == "seed" or value is None:
-            continue
-        if key not in TRAIN_FLAGS:
-            raise ConfigError(f"override {key!r} has no `kneeoa train` flag; use the task command instead")
-        train += [TRAIN_FLAGS[key], *(str(v) for v in value)] if isinstance(value, list) \
-            else [TRAIN_FLAGS[key], str(value)]
+        if key != "seed" and value is not None:
+            train += train_flag_argv(key, value)  # the flags `kneeoa train` generates from TrainConfig
     predict = [*exe, "predict", "--checkpoint", str(Path(task.run_dir) / "checkpoints" / "last.safetensors"),
                "--data", task.data, "--split", "test", "--out", task.pred_dir, "--embeddings", "--overwrite"]
-    for key in ("cache_dir", "device"):
+    for key in ("cache_dir", "device"):  # `kneeoa predict` spells these two as `kneeoa train` does
         if overrides.get(key):
-            predict += [TRAIN_FLAGS[key], str(overrides[key])]
+            predict += train_flag_argv(key, overrides[key])
     return [train, predict]
 
 

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kneeoa.config import check_overrides
 from kneeoa.contracts.catalog import study_backbones
 from kneeoa.contracts.studies import CV_META_FILE, TASK_FAILED, TASK_RUNNING
 from kneeoa.contracts.vocab import VARIANTS
@@ -39,6 +40,7 @@ def prepare_cv_study(data: str | Path, out: str | Path, folds: int = 5, seeds: i
         raise ConfigError(f"unknown backbone/variant {bad}; choose from {study_backbones()} and {VARIANTS}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    overrides = {"cache_dir": str(out / "cache"), **check_overrides(overrides)}  # before any run is planned
     meta = {"protocol": "cv", "data": str(Path(data).resolve()), "folds": int(folds), "seeds": int(seeds),
             "fold_seed": int(fold_seed), "preset": str(preset), "backbones": list(backbones),
             "variants": list(variants)}
@@ -56,7 +58,6 @@ def prepare_cv_study(data: str | Path, out: str | Path, folds: int = 5, seeds: i
         warnings.simplefilter("ignore", CohortWarning)
         fold_of = load_or_make_folds(out, cohort, folds, fold_seed)
         write_fold_views(out, cohort, fold_of)
-    overrides = {"cache_dir": str(out / "cache"), **(overrides or {})}
     tasks = build_tasks(out, backbones, variants, folds, seeds)
     write_plan(out, tasks, str(preset), overrides)
     atomic_write_text(meta_path, json.dumps({**meta, "overrides": overrides}, indent=2))
