@@ -143,3 +143,14 @@ def test_bad_specs_raise_config_errors(kwargs, match):
 def test_spec_dict_with_unknown_field_is_refused():
     with pytest.raises(ConfigError, match="colour"):
         ModelSpec.from_dict({"backbone": "resnet3d", "colour": "red"})
+
+
+@pytest.mark.parametrize("head", ["chained", "parallel"])
+def test_a_models_heads_are_the_variants_heads_in_the_contract(head):
+    """vocab.VARIANT_HEADS is the one variant -> heads rule: the model, its loss and the trust store follow it."""
+    from kneeoa.contracts.vocab import VARIANTS, has_kl_head, has_oa_head
+
+    for variant in VARIANTS:
+        heads = Heads(8, variant, head)
+        assert (heads.kl_head is not None, heads.oa_head is not None) == (has_kl_head(variant), has_oa_head(variant))
+    assert not has_oa_head(None) and not has_kl_head("unknown")

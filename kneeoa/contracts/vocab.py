@@ -7,6 +7,19 @@ VARIANTS = ("single-oa", "single-kl", "dual")  # CLI/config spelling
 HEADS = ("chained", "parallel")  # dual-head topology: chained = the paper's (OA head on the KL logits)
 KL_HEADS = ("softmax", "corn")  # KL head: plain softmax or the ordinal CORN head (ours)
 VARIANT_LABELS = {"single-oa": "Single-OA", "single-kl": "Single-KL", "dual": "Dual"}
+# the output heads a variant's model has (not the dual topology above): "kl" = the 5-way KL head, "oa" = an
+# OA head (a Single-KL model's OA probability is p2+p3+p4 of its KL head)
+VARIANT_HEADS = {"single-oa": ("oa",), "single-kl": ("kl",), "dual": ("kl", "oa")}
+
+
+def has_kl_head(variant: str | None) -> bool:
+    """Whether a model of this variant (CLI spelling) has a KL head; False for an unknown variant."""
+    return "kl" in VARIANT_HEADS.get(variant or "", ())
+
+
+def has_oa_head(variant: str | None) -> bool:
+    """Whether a model of this variant (CLI spelling) has an OA head; False for an unknown variant."""
+    return "oa" in VARIANT_HEADS.get(variant or "", ())
 
 
 def variant_tag(variant: str) -> str:

@@ -94,7 +94,7 @@ def pooled_metric_rows(folders: dict[int, Path]) -> list[dict[str, Any]]:
     """Pooled out-of-fold metrics per (model, seed)."""
     from kneeoa.analysis.compare import find_prediction_files, read_predictions
     from kneeoa.analysis.metrics import kl_metrics, oa_metrics
-    from kneeoa.contracts.vocab import variant_from_tag
+    from kneeoa.contracts.vocab import has_kl_head, variant_from_tag
 
     rows = []
     for seed, folder in sorted(folders.items()):
@@ -102,7 +102,7 @@ def pooled_metric_rows(folders: dict[int, Path]) -> list[dict[str, Any]]:
             table = read_predictions(path)
             row = {"backbone": backbone, "variant": variant, "seed": seed, "n_knees": len(table.ids),
                    **oa_metrics(table.get("label_oa").astype(int), table.get("prob_oa"))}
-            if variant_from_tag(variant) != "single-oa":
+            if has_kl_head(variant_from_tag(variant)):
                 row.update(kl_metrics(table.get("label_kl").astype(int),
                                       table.get(tuple(f"prob_kl_{k}" for k in range(5)))))
             rows.append(row)

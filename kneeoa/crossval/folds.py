@@ -13,20 +13,9 @@ import shutil
 import warnings
 from pathlib import Path
 
+from kneeoa.contracts.case_ids import subject_of  # the one subject rule (also the calibration hold-out's)
 from kneeoa.contracts.studies import FOLD_COLUMNS, FOLD_TABLE, fold_dir
 from kneeoa.errors import ConfigError, InputError
-
-
-def subject_of(case) -> str:
-    """The subject a knee belongs to: the table's SubjectID when there is one, else the knee itself."""
-    value = case.extra.get("SubjectID")
-    if value is None or str(value).strip() == "":
-        return str(case.case_id)
-    try:
-        as_float = float(value)
-        return str(int(as_float)) if as_float == int(as_float) else str(value)
-    except (TypeError, ValueError):
-        return str(value).strip()
 
 
 def assign_folds(cases: list, k: int, seed: int = 0) -> dict[str, int]:

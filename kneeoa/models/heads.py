@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kneeoa.contracts.vocab import HEADS, KL_HEADS, VARIANTS
+from kneeoa.contracts.vocab import HEADS, KL_HEADS, VARIANTS, has_kl_head, has_oa_head
 from kneeoa.errors import ConfigError
 from kneeoa.hierarchy import N_KL, oa_from_kl, oa_prob_from_kl_probs
 from kneeoa.models.output import ModelOutput
@@ -49,7 +49,7 @@ class Heads(nn.Module):
         self.variant, self.head = variant, head
         self.kl_head: nn.Module | None = None
         self.oa_head: nn.Module | None = None
-        if variant in ("single-kl", "dual"):
+        if has_kl_head(variant):
             self.kl_head = CornKLHead(embedding_dim) if kl_head == "corn" else nn.Linear(embedding_dim, N_KL)
         if variant == "single-oa":
             self.oa_head = nn.Linear(embedding_dim, 1)  # one logit + BCE, as the paper's --num_classes 1
@@ -108,7 +108,7 @@ def hierarchical_loss(out: ModelOutput, kl: Tensor, oa: Tensor | None, variant: 
     if oa is None:
         oa = torch.where(kl >= 0, oa_from_kl(kl).long(), torch.full_like(kl, -1))
     oa = torch.as_tensor(oa).long().to(out.embedding.device)
-    need_kl, need_oa = variant in ("single-kl", "dual"), variant in ("single-oa", "dual")
+    need_kl, need_oa = has_kl_head(variant), has_oa_head(variant)
     if (need_kl and out.kl_logits is None) or (need_oa and out.oa_logits is None):
         raise ConfigError(f"the model output does not have the heads of variant {variant!r}")
     loss = _masked_ce(out.kl_logits, kl) if need_kl else None

@@ -14,19 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.contracts.case_ids import subject_of  # the one subject rule (also the CV folds')
+from kneeoa.contracts.vocab import has_oa_head
 from kneeoa.errors import InputError
 from kneeoa.trust.calibration import fit_temperatures
 from kneeoa.trust.envelope import acquisition_stats, fit_envelope, image_features
 from kneeoa.trust.ood import fit_ood
-from kneeoa.trust.store import TrustStats, has_oa_head
+from kneeoa.trust.store import TrustStats
 
 MIN_SPLIT = 8  # fewer calibration knees: both halves are all of them (the card says so)
-
-
-def subject_of(case: Any) -> str:
-    """Grouping key: OAI-ZIB-CM / phantom SubjectID (two knees of a subject stay together), else the case."""
-    sid = (getattr(case, "extra", None) or {}).get("SubjectID")
-    return str(sid) if sid not in (None, "") else str(case.case_id)
 
 
 def grouped_holdout(cases: list, fraction: float, seed: int = 0) -> tuple[list, list]:
@@ -76,7 +72,7 @@ def fit_trust(model: Any, card: dict, cal_cases: list, input_shape: tuple[int, i
     def run(cases: list) -> dict:
         return predict_cases(model, cases, input_shape, device, batch_size, workers, cache_dir)
 
-    oa_head = has_oa_head(card)
+    oa_head = has_oa_head((card.get("spec") or {}).get("variant"))
     t_res, c_res = run(temp_cases), run(conf_cases)
     temps = fit_temperatures(t_res["kl_probs"], t_res["oa_prob"], t_res["kl"], oa_head)
     fit_res = run(fit_cases) if fit_cases else t_res

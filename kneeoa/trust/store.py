@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from kneeoa.contracts import trust as names
+from kneeoa.contracts.vocab import has_oa_head
 from kneeoa.trust.calibration import Temperatures
 from kneeoa.trust.ood import OODModel
 
@@ -60,10 +61,6 @@ class TrustStats:
                                                       **self.info.get("ood", {})}}
 
 
-def has_oa_head(card: dict) -> bool:
-    return (card.get("spec") or {}).get("variant") in ("single-oa", "dual")
-
-
 def read_trust(path: str | Path, card: dict | None = None) -> TrustStats | None:
     """The trust statistics of a checkpoint, None when it was never calibrated."""
     from safetensors import safe_open
@@ -85,7 +82,7 @@ def read_trust(path: str | Path, card: dict | None = None) -> TrustStats | None:
         img = [get(names.T_IMG_MEAN), get(names.T_IMG_PRECISION), get(names.T_IMG_HELDOUT)]
         stats = TrustStats(
             temperatures=Temperatures(kl=float(temps[0]), oa=float(temps[1])) if temps is not None else Temperatures(),
-            has_oa_head=has_oa_head(card), cal_kl_probs=get(names.T_CAL_KL_PROBS),
+            has_oa_head=has_oa_head((card.get("spec") or {}).get("variant")), cal_kl_probs=get(names.T_CAL_KL_PROBS),
             cal_oa_prob=get(names.T_CAL_OA_PROB), cal_kl=get(names.T_CAL_KL),
             ood=None if mean is None else OODModel(mean=mean, precision=precision, heldout=heldout),
             image_ood=None if img[0] is None else OODModel(mean=img[0], precision=img[1], heldout=img[2]),
