@@ -2,7 +2,8 @@
 
 The paper's scripts save `torch.save(model.state_dict())` of ResNet3DCls (MedicalNet), M3T or
 nnMambaEncoder, wrapped in `DualHeadModel` (keys `backbone.*` + `binary_head.*`) for the Dual variant.
-Files are read with `torch.load(weights_only=True)`: tensors and plain containers only, no code runs.
+Files are read by `kneeoa.models.state_files.read_state_dict` (`torch.load(weights_only=True)`: tensors
+and plain containers only, no code runs).
 Backbone, variant and widths are recognised from the keys and shapes; every tensor is renamed (and for
 M3T's plane embeddings stacked) onto the KneeOA model, which is then loaded strictly, so a file that
 does not fit is refused with the keys that differ.
@@ -21,25 +22,7 @@ from typing import Any
 import torch
 
 from kneeoa.errors import CheckpointError
-
-
-def read_paper_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in a paper `.pth` (a bare state dict, or under 'state_dict' / 'model_state_dict' / 'model')."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("paper checkpoint not found", path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses anything but tensors/containers; also truncated files
-        raise CheckpointError(f"cannot read as a weights-only torch file: {str(err).splitlines()[0]}", path) from None
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError("not a state dict of tensors (expected torch.save(model.state_dict()))", path)
-    return {str(k).removeprefix("module."): v for k, v in obj.items()}  # DataParallel prefix
+from kneeoa.models.state_files import read_state_dict
 
 
 def detect_backbone(state: dict[str, torch.Tensor]) -> str:
@@ -140,7 +123,7 @@ def import_paper_checkpoint(src: str | Path, dst: str | Path, input_shape: tuple
     from kneeoa.models.checkpoint import save_checkpoint
     from kneeoa.models.registry import ModelSpec, build_model
 
-    spec_dict, state = convert_paper_state(read_paper_state(src), input_shape)
+    spec_dict, state = convert_paper_state(read_state_dict(src, "paper checkpoint"), input_shape)
     spec = ModelSpec.from_dict(spec_dict)
     model = build_model(spec)
     expected = model.state_dict()

@@ -20,40 +20,17 @@ from torch import nn
 
 from kneeoa.contracts.vocab import M3T_PRETRAINED as PRETRAINED_CHOICES
 from kneeoa.errors import ConfigError
+from kneeoa.models.state_files import read_state_dict
 
 # torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
 RESNET18_IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 REPLACED = ("conv1.weight",)  # the paper's code swaps conv1 for a 16-channel one: not taken from ImageNet
 
 
-def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a safetensors file or a weights-only torch file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("M3T ImageNet weights file not found", path)
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    try:
-        if len(head) == 9 and head[8:9] == b"{":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"cannot read weights (safetensors or torch weights-only): {str(err).splitlines()[0]}",
-                          path) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError("not a state dict of tensors", path)
-    return state
-
-
 def imagenet_resnet18_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet ResNet-18 state dict: from `path`, else torchvision's cache or download."""
     if path:
-        return read_state_file(path)
+        return read_state_dict(path, "M3T ImageNet weights file", ConfigError)
     try:
         return torch.hub.load_state_dict_from_url(RESNET18_IMAGENET_URL, map_location="cpu", progress=False,
                                                   check_hash=True, weights_only=True)
