@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kneeoa.config import train_flag_argv  # the training flags as kneeoa train/study generate them
 from kneeoa.contracts.catalog import DEFAULT_BACKBONE, backbone_names, study_backbones
 from kneeoa.contracts.checkpoint_meta import read_trainer_meta
 from kneeoa.contracts.studies import CV_META_FILE, TASK_DONE
@@ -73,15 +74,13 @@ class TrainingOptions:
         args = ["--data", str(self.data), "--backbone", self.backbone, "--variant", self.variant,
                 "--preset", str(self.preset), "--out", str(self.out)]
         if self.variant == "dual":
-            args += ["--head", self.head]  # the head topology only exists for the dual variant
-        for flag, value, given in (("--epochs", self.epochs, self.epochs > 0),
-                                   ("--input-size", self.input_size, self.input_size > 0),
-                                   ("--lr", self.lr, self.lr > 0), ("--seed", self.seed, self.seed >= 0),
-                                   ("--width", self.width, self.width > 0)):
+            args += train_flag_argv("head", self.head)  # the head topology only exists for the dual variant
+        for name, value, given in (("epochs", self.epochs, self.epochs > 0),
+                                   ("input_shape", self.input_size, self.input_size > 0),
+                                   ("lr", self.lr, self.lr > 0), ("seed", self.seed, self.seed >= 0),
+                                   ("width", self.width, self.width > 0), ("device", self.device, self.device != "auto")):
             if given:
-                args += [flag, repr(value) if isinstance(value, float) else str(value)]
-        if self.device != "auto":
-            args += ["--device", self.device]
+                args += train_flag_argv(name, value)
         return args
 
 
@@ -94,9 +93,9 @@ def resume_command(out: str | Path, epochs: int = 0, device: str = "auto", pytho
     """argv that continues an interrupted run from its last complete epoch (only epochs/device may change)."""
     args = ["--out", str(out), "--resume"]
     if epochs > 0:
-        args += ["--epochs", str(epochs)]
+        args += train_flag_argv("epochs", epochs)
     if device != "auto":
-        args += ["--device", device]
+        args += train_flag_argv("device", device)
     return jobs.kneeoa_command("train", args, python)
 
 
@@ -107,10 +106,10 @@ def study_command(data: str | Path, out: str | Path, preset: str = "quick", epoc
     backbones = study_backbones() if backbones is None else backbones
     args = ["--data", str(data), "--out", str(out), "--preset", str(preset),
             "--backbones", ",".join(backbones), "--variants", ",".join(variants)]
-    if epochs > 0:
-        args += ["--epochs", str(epochs)]
+    if epochs > 0:  # kneeoa study's training flags are kneeoa train's
+        args += train_flag_argv("epochs", epochs)
     if device != "auto":
-        args += ["--device", device]
+        args += train_flag_argv("device", device)
     return jobs.kneeoa_command("study", args, python)
 
 
@@ -126,9 +125,9 @@ def cv_study_command(data: str | Path, out: str | Path, folds: int = 5, seeds: i
     argv += ["--protocol", "cv", "--folds", str(folds), "--seeds", str(seeds), "--executor", "local",
              "--jobs", str(jobs_at_once)]
     if width > 0:
-        argv += ["--width", str(width)]
+        argv += train_flag_argv("width", width)
     if input_size > 0:
-        argv += ["--input-size", str(input_size)]
+        argv += train_flag_argv("input_shape", input_size)
     return argv
 
 
