@@ -149,7 +149,7 @@ OPTIONAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
 TRAIN_KEYS = tuple(OPTIONS)
 RESUME_MUTABLE = {name for name, option in OPTIONS.items() if option.resume}
 IGNORED_KEYS = {"kneeoa_version"}  # written by some older runs; informative only
-PRESET_ONLY_KEYS = {"description", "backbones"}
+PRESET_ONLY_KEYS = {"description", "backbones", "segmenter"}  # segmenter: the study's, not a training option
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -217,8 +217,23 @@ def load_preset(name_or_path: str | Path) -> dict:
         if not isinstance(block, dict):
             raise ConfigError(f"`backbones.{name}` must be a mapping", path)
         _check_options(block, path, f"backbones.{name}")
+    segmenter = data.get("segmenter")
+    if segmenter is not None and (not isinstance(segmenter, str) or not segmenter.strip()):
+        raise ConfigError("`segmenter` must be a path to a segmenter checkpoint (relative to the preset) or null",
+                          path)
     data["_path"] = str(path)
     return data
+
+
+def preset_segmenter(name_or_path: str | Path) -> Path | None:
+    """The segmenter a preset names (`segmenter: seg.safetensors`, relative to the preset file), or None.
+
+    The study uses it for test knees without a mask when no `--segmenter` is given (the flag wins)."""
+    preset = load_preset(name_or_path)
+    if preset.get("segmenter") is None:
+        return None
+    named = Path(str(preset["segmenter"])).expanduser()
+    return named if named.is_absolute() else Path(preset["_path"]).parent / named
 
 
 def normalise_overrides(overrides: dict | None) -> dict:

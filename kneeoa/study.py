@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kneeoa.config import check_overrides
+from kneeoa.config import check_overrides, preset_segmenter
 from kneeoa.contracts.catalog import backbone_names, study_backbones
 from kneeoa.contracts.vocab import VARIANTS, model_name, split_model_name
 from kneeoa.errors import ConfigError
@@ -37,6 +37,8 @@ def run_study(data: str | Path, out: str | Path, preset: str = "quick", backbone
     bad = [b for b in backbones if b not in backbone_names()] + [v for v in variants if v not in VARIANTS]
     if bad:
         raise ConfigError(f"unknown backbone/variant {bad}; choose from {backbone_names()} and {VARIANTS}")
+    if segmenter is None:
+        segmenter = preset_segmenter(preset)  # a segmenter named in the preset file (the flag wins)
     cohort = load_cohort(data)  # warns once about ungraded knees; every later step reads the same cohort
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CohortWarning)
@@ -49,6 +51,10 @@ def _run_study(cohort, data, out: Path, preset, backbones, variants, overrides, 
     if not cohort.split("train") or not cohort.split("test"):
         raise ConfigError("a study needs graded train and test cases (an OAI-ZIB-CM style cohort)", data)
     overrides = {"cache_dir": str(out / "cache"), **check_overrides(overrides)}  # before the first run trains
+    if segmenter is not None:  # a bad segmenter fails now, not after nine trainings
+        from kneeoa.segmentation.auto import MaskSource
+
+        MaskSource(segmenter, "cpu").check()
     timings: dict[str, float] = {}
     previous = _previous_timings(out)
     grid = [(b, v) for b in backbones for v in variants]

@@ -61,3 +61,34 @@ def test_tiny_study_writes_report_and_resumes(phantom_cohort, tmp_path):
     # each model keeps the compute time of the run that trained it (the re-run itself spends ~0 s on it)
     assert {k: again["timings"][k] for k in models} == {k: result["timings"][k] for k in models}
     assert all(result["timings"][k] > 0 for k in models)
+
+
+def _preset_naming(tmp_path, segmenter_line: str):
+    from kneeoa.config import preset_path
+
+    preset = tmp_path / "presets" / "mine.yaml"
+    preset.parent.mkdir(parents=True, exist_ok=True)
+    preset.write_text(preset_path("quick").read_text(encoding="utf-8") + segmenter_line + "\n", encoding="utf-8")
+    return preset
+
+
+def test_a_preset_names_its_segmenter_relative_to_the_file(tmp_path):
+    from kneeoa.config import preset_segmenter
+
+    assert preset_segmenter("quick") is None
+    assert preset_segmenter(_preset_naming(tmp_path, "segmenter: seg/knee.safetensors")) == \
+        tmp_path / "presets" / "seg" / "knee.safetensors"
+    assert preset_segmenter(_preset_naming(tmp_path, f"segmenter: {tmp_path}/abs.safetensors")) == \
+        tmp_path / "abs.safetensors"
+    with pytest.raises(ConfigError, match="segmenter.*mine.yaml|mine.yaml.*segmenter"):
+        preset_segmenter(_preset_naming(tmp_path, "segmenter: 3"))
+
+
+def test_the_study_takes_the_presets_segmenter_and_a_bad_one_fails_before_any_training(phantom_cohort, tmp_path):
+    from kneeoa.errors import KneeOAError
+    from kneeoa.study import run_study
+
+    preset = _preset_naming(tmp_path, "segmenter: missing_seg.safetensors")
+    with pytest.raises(KneeOAError, match="missing_seg.safetensors"):
+        run_study(phantom_cohort, tmp_path / "s", preset=str(preset), backbones=("resnet3d",), variants=("dual",))
+    assert not (tmp_path / "s" / "models").exists()

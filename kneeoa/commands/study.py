@@ -46,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="test knees explained per model (one per KL grade first)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--segmenter", help="segmenter (.safetensors): automatic masks where a test case has none, and "
-                                       "a segmentation section (Dice, outlines, thickness) in the report")
+                                       "a segmentation section (Dice, outlines, thickness) in the report; default: the "
+                                       "preset's `segmenter:` (a path relative to the preset file), else none")
     add_train_arguments(p.add_argument_group("training overrides, the same for every run (default: the preset's "
                                              "value; as kneeoa train)"), only=STUDY_OPTIONS)
     cv = p.add_argument_group("cross-validation (--protocol cv)")
