@@ -72,6 +72,27 @@ def stand_in_modules() -> dict[str, types.ModuleType]:
             "slicer.ScriptedLoadableModule": scripted}
 
 
+def stand_in_file_loading(monkeypatch) -> None:
+    """Stand-ins for slicer.util.loadVolume / loadLabelVolume, which go through the Qt application's IO
+    manager (`slicer.app`, not in slicer-core): the same Slicer storage node (ITK reader) reads the file
+    into a node named like the file, as Slicer names it (oaizib_001_0000.nii.gz -> oaizib_001_0000)."""
+    import slicer.util
+
+    def load(path, node_class):
+        scene = slicer.mrmlScene
+        node = scene.AddNewNodeByClass(node_class, Path(path).name.split(".")[0])
+        storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        storage.SetFileName(str(path))
+        if storage.ReadData(node) != 1:
+            raise RuntimeError(f"Slicer's reader could not read {path}")
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        return node
+
+    monkeypatch.setattr(slicer.util, "loadVolume", lambda path, *a, **k: load(path, "vtkMRMLScalarVolumeNode"))
+    monkeypatch.setattr(slicer.util, "loadLabelVolume",
+                        lambda path, *a, **k: load(path, "vtkMRMLLabelMapVolumeNode"))
+
+
 def load_scripted_module(monkeypatch, module_file: Path) -> types.ModuleType:
     """Import a scripted module file (e.g. KneeOAGrading.py) against the stand-ins, undone after the test."""
     name = module_file.stem

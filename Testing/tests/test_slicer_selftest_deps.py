@@ -1,6 +1,6 @@
 """Both module self-tests on a Slicer without KneeOA's dependencies (the extension build farm, a fresh install):
 they skip with a message naming what is missing instead of failing; with the dependencies they run (the full
-KneeOATraining self-test runs headless in test_slicer_training_module.py).
+KneeOAGrading self-test runs headless below, KneeOATraining's in test_slicer_training_module.py).
 
 "Missing" is real: the requirement list names a distribution that is not installed, and the real metadata
 check (kneeoa.slicer.deps) finds it absent. The Qt-based Slicer pieces are the stand-ins of slicer_helpers.
@@ -12,7 +12,7 @@ import unittest
 from pathlib import Path
 
 import pytest
-from slicer_helpers import fresh_scene, load_scripted_module
+from slicer_helpers import fresh_scene, load_scripted_module, stand_in_file_loading
 
 from kneeoa.slicer import selftest
 
@@ -66,3 +66,18 @@ def test_with_the_dependencies_the_self_test_body_runs(monkeypatch, name, test_n
     monkeypatch.setattr(test_class, test_name, lambda self: ran.append(True))
     test_class("runTest").runTest()
     assert ran == [True]
+
+
+@pytest.mark.slow
+def test_grading_self_test_grades_segments_and_grades_with_the_automatic_mask_headless(monkeypatch):
+    """KneeOAGradingTest.runTest as ctest runs it: grade a phantom case with its labels, "Segment knee" a second
+    one with the bundled demo segmenter (five named segments + thickness table), grade it with no cartilage
+    node chosen (mask source automatic). The real `kneeoa grade` / `kneeoa segment` processes run."""
+    test_class, shown = _self_test_class(monkeypatch, "KneeOAGrading")
+    stand_in_file_loading(monkeypatch)  # slicer.util.loadVolume needs the Qt application
+    result = unittest.TestResult()
+    test_class("runTest").run(result)
+    assert result.wasSuccessful() and not result.skipped, result.errors + result.failures
+    assert "Segmenting with the bundled demo segmenter" in shown and "Grading without a cartilage node" in shown
+    assert not any(m.startswith("Segment knee not tested") for m in shown)  # this checkout bundles the segmenter
+    assert shown[-1] == "Test passed"
