@@ -185,7 +185,8 @@ def test_drop_nonfinite_keeps_exactly_the_finite_rows():
         kl = rng.dirichlet(np.ones(5), n)
         result = {"case_id": [f"c{i}" for i in range(n)], "kl": rng.integers(0, 5, n), "oa": rng.integers(0, 2, n),
                   "kl_probs": kl, "oa_prob": kl[:, 2:].sum(1), "oa_prob_from_kl": kl[:, 2:].sum(1),
-                  "embedding": rng.normal(size=(n, 4))}
+                  "embedding": rng.normal(size=(n, 4)),
+                  "inspected": [([f"w{i}"], np.full(3, float(i))) for i in range(n)]}  # the feed's trust facts
         bad = rng.random(n) < 0.4
         for i in np.flatnonzero(bad):
             key = ["kl_probs", "oa_prob", "embedding"][int(rng.integers(3))]
@@ -198,6 +199,7 @@ def test_drop_nonfinite_keeps_exactly_the_finite_rows():
             kept, excluded = drop_nonfinite(result)
         assert excluded == [f"c{i}" for i in np.flatnonzero(bad)]
         assert kept["case_id"] == [f"c{i}" for i in np.flatnonzero(~bad)]
+        assert [w for w, _f in kept["inspected"]] == [[f"w{i}"] for i in np.flatnonzero(~bad)]  # stay with their knee
         assert all(len(kept[k]) == (~bad).sum() for k in ("kl", "kl_probs", "oa_prob", "embedding"))
 
 

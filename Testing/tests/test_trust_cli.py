@@ -138,3 +138,51 @@ def test_study_report_trust_section_from_the_predictions_folder(calibrated_run, 
     page = render_report("r", [section])
     assert "Trust: calibration, sets, out-of-distribution" in page
     assert f'<a href="saliency/resnet3d_dual/{first}%20saliency.nii.gz">' in page  # the triage links the map
+
+
+def _trust_file_as_before(checkpoint: Path, data: Path, out: Path) -> Path:
+    """The trust file as `predict` wrote it before it took the facts from its one read: the predictions
+    first, then every image decoded again by `read_facts` for its acquisition stats and image features."""
+    from kneeoa.data.cohort import load_cohort
+    from kneeoa.data.tables import write_table
+    from kneeoa.engine.inference import input_shape_of, load_model, predict_cases
+    from kneeoa.trust.envelope import check_envelope
+    from kneeoa.trust.fit import read_facts
+    from kneeoa.trust.predict import load_trust_predictor
+
+    model, card = load_model(checkpoint, "cpu")
+    trusted = load_trust_predictor(checkpoint, card)
+    cases = load_cohort(data).split("test")
+    result = predict_cases(model, cases, input_shape_of(model, card), "cpu")
+    by_id = {c.case_id: c for c in cases}
+    stats, feats = read_facts([by_id[i] for i in result["case_id"]])
+    warned = [check_envelope(st, trusted.stats.envelope) for st in stats]
+    extra = trusted(result["kl_probs"], result["oa_prob"], result["embedding"], warned, feats)
+    rows = [{"CMT_ID": by_id[i].cmt_id if by_id[i].cmt_id is not None else i, "label_kl": by_id[i].kl, **t}
+            for i, t in zip(result["case_id"], extra)]
+    return write_table(out, rows, names.TRUST_FILE_COLUMNS)
+
+
+def test_predict_reads_each_test_image_once_and_writes_the_same_trust_file(calibrated_run, phantom_cohort,
+                                                                            tmp_path, monkeypatch):
+    import kneeoa.data.volume as volume
+
+    expected = _trust_file_as_before(calibrated_run, phantom_cohort, tmp_path / "expected.csv")
+    real, reads = volume.read_volume, []
+
+    def counting_read_volume(path, *args, **kwargs):  # the real reader, each call counted
+        reads.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(volume, "read_volume", counting_read_volume)
+    out = tmp_path / "preds"
+    assert run_main(monkeypatch, "predict", "--checkpoint", str(calibrated_run), "--data", str(phantom_cohort),
+                    "--out", str(out), "--workers", "0") == 0
+    images = sorted(p.name for p in (phantom_cohort / "imagesTs").glob("*.nii.gz"))
+    assert sorted(reads) == images  # one decode per test image: the trust facts come from the feed's read
+    assert (out / names.trust_file_name("resnet3d_dual")).read_bytes() == expected.read_bytes()
+    # the cached path (preprocessed tensors, raw images not decoded by the feed) reads them for the facts
+    cached = tmp_path / "preds_cached"
+    assert run_main(monkeypatch, "predict", "--checkpoint", str(calibrated_run), "--data", str(phantom_cohort),
+                    "--out", str(cached), "--cache-dir", str(tmp_path / "cache")) == 0
+    assert (cached / names.trust_file_name("resnet3d_dual")).read_bytes() == expected.read_bytes()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,17 +122,23 @@ def predictions(outputs: dict[str, np.ndarray | None], embedding: bool = False) 
 
 
 def predict_cases(model: Any, cases: list, input_shape: tuple[int, int, int], device: Any, batch_size: int = 2,
-                  workers: int = 0, cache_dir: str | Path | None = None, amp: str = "none") -> dict[str, Any]:
+                  workers: int = 0, cache_dir: str | Path | None = None, amp: str = "none",
+                  inspect: Callable[[Any, Any], Any] | None = None) -> dict[str, Any]:
     """Run a model over cohort cases; arrays in case order plus 'case_id', 'kl' (-1 unknown), 'oa'.
 
     With `cache_dir` the preprocessed tensors come from the cache (`CohortDataset`); without it the
     volumes go through the scoring feed (`kneeoa.engine.feed`: on CUDA decoded by the workers and
     preprocessed on the GPU). An unreadable case raises: an evaluation split must be whole.
+    `inspect(array, affine)` (e.g. `TrustPredictor.inspect`) runs in the feed on each decoded volume, so
+    nothing reads an image twice; its results, in case order, are 'inspected'. The cached path decodes no
+    image: there `inspect` is not run and 'inspected' is absent (the caller reads the images itself).
     """
     from kneeoa.engine.devices import autocast, oom_guard
 
+    inspected: list | None = [] if inspect is not None and cache_dir is None else None
     batches = (_cached_batches(model, cases, input_shape, device, batch_size, workers, cache_dir)
-               if cache_dir is not None else _feed_batches(model, cases, input_shape, device, batch_size, workers))
+               if cache_dir is not None
+               else _feed_batches(model, cases, input_shape, device, batch_size, workers, inspect, inspected))
     parts: dict[str, list] = {}
     was_training = model.training
     model.eval()
@@ -151,6 +157,8 @@ def predict_cases(model: Any, cases: list, input_shape: tuple[int, int, int], de
     result: dict[str, Any] = {"case_id": list(parts.get("case_id", []))}
     for key in ("kl", "oa", "kl_probs", "oa_prob", "oa_prob_from_kl", "embedding"):
         result[key] = np.concatenate(parts[key]) if key in parts else None
+    if inspected is not None:
+        result["inspected"] = inspected
     return result
 
 
@@ -169,17 +177,22 @@ def _cached_batches(model: Any, cases: list, input_shape: tuple[int, int, int], 
 
 
 def _feed_batches(model: Any, cases: list, input_shape: tuple[int, int, int], device: Any, batch_size: int,
-                  workers: int) -> Iterator[tuple[list, np.ndarray, np.ndarray, Any]]:
+                  workers: int, inspect: Callable[[Any, Any], Any] | None = None,
+                  inspected: list | None = None) -> Iterator[tuple[list, np.ndarray, np.ndarray, Any]]:
+    """Model inputs from the feed; with `inspect`, its result of each volume appended to `inspected` in the
+    order of the yielded case ids (the feed's item 'envelope', as `score` uses it)."""
     from kneeoa.engine import feed
     from kneeoa.errors import InputError
 
     spec = feed.InputSpec(tuple(input_shape), reorient_of(model), feed.model_dtype(model))
     items = [(str(i), str(case.image)) for i, case in enumerate(cases)]
-    for batch in feed.iterate_batches(items, spec, device, int(workers), batch_size):
+    for batch in feed.iterate_batches(items, spec, device, int(workers), batch_size, check=inspect):
         good, x = feed.stack_inputs(batch, spec, device)
         failed = [item["error"] for item in batch if item["error"]]
         if failed:
             raise InputError(failed[0])
+        if inspected is not None:
+            inspected.extend(item["envelope"] for item in good)
         chosen = [cases[int(item["key"])] for item in good]
         kl = np.array([-1 if c.kl is None else int(c.kl) for c in chosen], dtype=np.int64)
         oa = np.array([-1 if c.kl is None else int(c.oa) for c in chosen], dtype=np.int64)

@@ -56,17 +56,15 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
     with locks.exclusive(locks.lock_path_for(paths["predictions"]), paths["predictions"], "the predictions"):
         check_outputs(paths.values(), [checkpoint, labels], overwrite)  # again: another run may have written
         shape = input_shape_of(model, card)
-        result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir))
+        # the trust facts (acquisition check, image features) come from the feed's one read of each image,
+        # as in `score` (TrustPredictor.inspect runs in the loader on the decoded volume)
+        inspect = trusted.inspect if trusted is not None else None
+        result, excluded = drop_nonfinite(predict_cases(model, cases, shape, dev, batch_size, workers, cache_dir,
+                                                        inspect=inspect))
         rows = _pred_rows(cases, result)
         write_table(paths["predictions"], rows, pred_columns(variant))
         if trusted is not None:  # beside the published file, which keeps the paper's columns
-            from kneeoa.trust.fit import read_facts
-
-            by_id = {c.case_id: c for c in cases}
-            stats, feats = read_facts([by_id[i] for i in result["case_id"]])  # each image read once more
-            from kneeoa.trust.envelope import check_envelope
-
-            warned = [check_envelope(st, trusted.stats.envelope) for st in stats]
+            warned, feats = _trust_facts(trusted, cases, result)
             extra = trusted(result["kl_probs"], result["oa_prob"], result["embedding"], warned, feats)
             write_table(paths["trust"], [{"CMT_ID": r["CMT_ID"], "label_kl": r["label_kl"], **t}
                                          for r, t in zip(rows, extra)], TRUST_FILE_COLUMNS)
@@ -80,6 +78,20 @@ def predict(checkpoint: str | Path, data: str | Path, out_dir: str | Path, split
             train_result, _ = drop_nonfinite(predict_cases(model, train_cases, shape, dev, batch_size, workers, cache_dir))
             write_embeddings(paths["embeddings"], name, {"train": (train_cases, train_result), split: (cases, result)})
         return {**{k: v for k, v in paths.items()}, "metrics": metrics, "n": len(cases)}
+
+
+def _trust_facts(trusted: Any, cases: list, result: dict[str, Any]) -> tuple[list[list[str]], np.ndarray]:
+    """(envelope warnings, image features) per predicted knee, in result order: from the feed's read
+    ('inspected'), or, on the cached path (`cache_dir`: preprocessed tensors from CohortDataset, the raw
+    images never decoded), by reading each image once here (`read_facts`)."""
+    if result.get("inspected") is not None:
+        return [w for w, _f in result["inspected"]], np.array([f for _w, f in result["inspected"]])
+    from kneeoa.trust.envelope import check_envelope
+    from kneeoa.trust.fit import read_facts
+
+    by_id = {c.case_id: c for c in cases}
+    stats, feats = read_facts([by_id[i] for i in result["case_id"]])
+    return [check_envelope(st, trusted.stats.envelope) for st in stats], feats
 
 
 def drop_nonfinite(result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -101,7 +113,9 @@ def drop_nonfinite(result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     warnings.warn(f"{len(excluded)} case(s) left out of the predictions and metrics: {NONFINITE_OUTPUT} "
                   f"({', '.join(excluded[:5])}{' ...' if len(excluded) > 5 else ''})", stacklevel=2)
     kept = {k: (v[keep] if isinstance(v, np.ndarray) else v) for k, v in result.items()}
-    kept["case_id"] = [cid for cid, ok in zip(result["case_id"], keep) if ok]
+    for key in ("case_id", "inspected"):  # lists, one entry per case
+        if result.get(key) is not None:
+            kept[key] = [value for value, ok in zip(result[key], keep) if ok]
     return kept, excluded
 
 

@@ -45,8 +45,8 @@ class TrustPredictor:
     def __call__(self, kl_probs: np.ndarray | None, oa_prob: np.ndarray, embedding: np.ndarray | None,
                  envelope_warnings: list[list[str]] | None = None,
                  image_features: np.ndarray | None = None) -> list[dict[str, Any]]:
-        """One dict of trust fields per knee (arrays in batch order); without image features (`predict`) the
-        OOD p-value is the embedding detector's alone."""
+        """One dict of trust fields per knee (arrays in batch order); without image features the OOD p-value
+        is the embedding detector's alone."""
         oa_prob = np.atleast_1d(np.asarray(oa_prob, dtype=np.float64))
         n = len(oa_prob)
         kl_cal, oa_cal = calibrated(None if kl_probs is None else np.atleast_2d(kl_probs), oa_prob,
