@@ -71,6 +71,8 @@ def check_nifti_header(path: Path, gz: bool) -> int:
         raise InputError("NIfTI header of a .hdr/.img pair; convert to a single .nii/.nii.gz file", path)
     if sizeof_hdr == 348 and magic != b"n+1\0":
         raise InputError(f"not a NIfTI-1 file (magic {magic!r})", path)
+    if sizeof_hdr == 540:  # nibabel splits NIfTI-2's 8-byte magic into `magic` (4 bytes) and `eol_check`
+        magic += header["eol_check"].tobytes()
     if sizeof_hdr == 540 and magic != NIFTI2_MAGIC:
         raise InputError(f"not a NIfTI-2 file (magic {magic!r})", path)
     dims = [int(d) for d in header["dim"]]
