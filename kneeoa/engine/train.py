@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.config import TrainConfig, apply_resume_overrides, load_config, resolve_config
+from kneeoa.contracts.vocab import has_kl_head
 from kneeoa.engine import distributed
 from kneeoa.engine.rundir import RunDir
 from kneeoa.errors import ConfigError, InputError, JobError
@@ -237,7 +238,7 @@ def _train_epoch(net: Any, loader: Any, optimizer: Any, scaler: Any, device: Any
     row = {"epoch": epoch + 1, "loss": loss_sum / max(n, 1), "lr": optimizer.param_groups[0]["lr"],
            "time_s": round(time.perf_counter() - t_start, 4), "loader_wait_s": round(wait / ranks, 4),
            "compute_s": round(compute / ranks, 4), "samples": int(n), "train_oa_acc": oa_ok / max(n, 1)}
-    if cfg.variant != "single-oa":
+    if has_kl_head(cfg.variant):
         row["train_kl_acc"] = kl_ok / max(n, 1)
     return row
 

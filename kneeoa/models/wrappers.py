@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from kneeoa.contracts.vocab import has_kl_head, has_oa_head
 from kneeoa.errors import ConfigError
 
 
@@ -19,9 +20,9 @@ class ScalarTarget(nn.Module):
         if head not in ("kl", "oa"):
             raise ConfigError(f"head must be 'kl' or 'oa', got {head!r}")
         variant = model.spec.variant
-        if head == "kl" and variant == "single-oa":
+        if head == "kl" and not has_kl_head(variant):
             raise ConfigError("a Single-OA model has no KL head; use head='oa'")
-        if head == "oa" and variant == "single-kl":
+        if head == "oa" and not has_oa_head(variant):
             raise ConfigError("a Single-KL model has no OA head; its OA probability is p2+p3+p4 of the KL head")
         self.model = model
         self.head = head
