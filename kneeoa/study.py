@@ -166,8 +166,12 @@ def run_analyses(cohort, out: Path, checkpoints: dict[str, Path], saliency_cases
     write_table(tables / "model_metrics.csv", metric_rows, columns)
     stats = compare_dual_vs_single(pred_dir, n_resamples=resamples)
     if stats.rows:
-        write_stats_csv(tables / "stats.csv", stats.rows)
-        write_stats_extras(tables / "stats.csv", stats.rows, resamples)  # no-FDR table + protocol JSON
+        from kneeoa.utils import locks
+
+        # the lock `kneeoa stats` takes: a stats run into this table meanwhile cannot mix its files with ours
+        with locks.exclusive(locks.lock_path_for(tables / "stats.csv"), tables / "stats.csv", "the statistics table"):
+            write_stats_csv(tables / "stats.csv", stats.rows)
+            write_stats_extras(tables / "stats.csv", stats.rows, resamples)  # no-FDR table + protocol JSON
         save_figure(forest_plot(stats.rows), figures / "forest.png")
         save_figure(delta_bar_chart(stats.rows), figures / "deltas.png")
     latent = analyse_files(sorted(pred_dir.glob("*_embeddings.npz")))

@@ -61,6 +61,26 @@ def test_tiny_study_writes_report_and_resumes(phantom_cohort, tmp_path):
     # each model keeps the compute time of the run that trained it (the re-run itself spends ~0 s on it)
     assert {k: again["timings"][k] for k in models} == {k: result["timings"][k] for k in models}
     assert all(result["timings"][k] > 0 for k in models)
+    # a `kneeoa stats` writing the study's table meanwhile: the study stops with one line, its table intact
+    import subprocess
+    import sys
+
+    from kneeoa.utils import locks
+
+    stats_csv = out / "tables" / "stats.csv"
+    table_before = stats_csv.read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, pathlib; from kneeoa.utils import locks; "
+                               "assert locks.try_lock(pathlib.Path(sys.argv[1])); print('held', flush=True); "
+                               "time.sleep(120)", str(locks.lock_path_for(stats_csv))], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(ConfigError, match=f"in use by pid {holder.pid}"):
+            run_study(phantom_cohort, out, backbones=("resnet3d",), overrides=overrides, saliency_cases=1,
+                      resamples=50)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert stats_csv.read_bytes() == table_before
 
 
 def _preset_naming(tmp_path, segmenter_line: str):
