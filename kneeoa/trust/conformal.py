@@ -51,14 +51,14 @@ def ordinal_scores(probs: np.ndarray) -> np.ndarray:
     """(n, K) -> (n, K): the mass of the range grown from the argmax at the moment each grade joins it."""
     p = np.asarray(probs, dtype=np.float64)
     n, k = p.shape
+    padded = np.pad(p, ((0, 0), (1, 1)), constant_values=-1.0)  # -1 beyond grades 0 and K-1: never chosen
     out = np.empty_like(p)
     rows = np.arange(n)
     lo = hi = p.argmax(1)
     mass = p[rows, lo].copy()
     out[rows, lo] = mass
     for _ in range(k - 1):
-        left = np.where(lo > 0, p[rows, np.maximum(lo - 1, 0)], -1.0)
-        right = np.where(hi < k - 1, p[rows, np.minimum(hi + 1, k - 1)], -1.0)
+        left, right = padded[rows, lo], padded[rows, hi + 2]  # p[lo - 1], p[hi + 1] in padded columns
         go_left = left > right  # ties go up a grade: a deterministic rule, either is valid
         nxt = np.where(go_left, lo - 1, hi + 1)
         mass = mass + np.where(go_left, left, right)

@@ -43,7 +43,8 @@ def acquisition_stats(array: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
     fov = shape * np.asarray(spacing)
     sample = subsample(array).ravel()
     mean, std = float(sample.mean(dtype=np.float64)), float(sample.std(dtype=np.float64))
-    skew = float(((sample - mean) ** 3).mean() / std**3) if std > 0 else 0.0
+    d = sample - mean
+    skew = float((d * d * d).mean() / std**3) if std > 0 else 0.0  # products: numpy's float32 `** 3` is powf, 20x slower
     return {"plane": acquisition_plane(a, spacing), "spacing_mm": [min(spacing), max(spacing)],
             "fov_mm": [float(fov.min()), float(fov.max())], "skewness": skew,
             "bright_fraction": float((sample > mean).mean())}
@@ -110,4 +111,5 @@ def image_features(array: np.ndarray) -> np.ndarray:
     z = (x - x.mean()) / std if std > 0 else np.zeros_like(x)
     hist = np.histogram(np.clip(z, -4, 4), bins=HIST_BINS, range=(-4, 4))[0] / z.size
     high = float((z - uniform_filter(z, 3)).std())
-    return np.array([*hist, high, float((z**3).mean()), float((z**4).mean())])
+    z2 = z * z  # products, not `** 3` / `** 4` (powf per voxel: 0.4 of the 0.5 ms this function took)
+    return np.array([*hist, high, float((z2 * z).mean()), float((z2 * z2).mean())])
