@@ -42,7 +42,8 @@ LEGENDS: dict[str, str] = {
     "latent": "PC1 variance share: fraction of embedding variance on PC1 (0-1). |ρ|: absolute Spearman "
               "correlation of test PC1 with the label (0 = none, 1 = perfect rank agreement). KL centroid order: "
               "the KL grades sorted by the mean PC1 of their test knees, low to high (PC1 is oriented to rise "
-              "with KL on train); 0<1<2<3<4 is a severity axis, and Monotone says whether the order is 0..4.",
+              "with KL on train); 0<1<2<3<4 is a severity axis. Monotone: the centroids of the grades present "
+              "(two at least) step one way along PC1, 0..4 or 4..0 (a grade with no test knee is skipped).",
     "saliency": "mass@ROI: share of the positive saliency inside the cartilage (labels 2, 4, 5); chance: the "
                 "cartilage share of the voxels, what a map spread evenly would score; mass@ROI ÷ chance: how many "
                 "times more saliency falls on cartilage than by chance (1 = none). top-5%: share of the 5% most "
