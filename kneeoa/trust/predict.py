@@ -14,7 +14,7 @@ import numpy as np
 
 from kneeoa.contracts import trust as names
 from kneeoa.hierarchy import OA_THRESHOLD
-from kneeoa.trust.calibration import apply_temperature_kl, apply_temperature_oa, calibrated
+from kneeoa.trust.calibration import calibrated
 from kneeoa.trust.conformal import fit_sets, two_class
 from kneeoa.trust.ood import combined_score
 from kneeoa.trust.store import TrustStats
@@ -24,15 +24,10 @@ class TrustPredictor:
     def __init__(self, stats: TrustStats, alpha: float = names.DEFAULT_ALPHA, method: str = names.DEFAULT_METHOD,
                  class_conditional: bool = False, ood_alpha: float = names.DEFAULT_OOD_ALPHA):
         self.stats, self.alpha, self.method, self.ood_alpha = stats, float(alpha), method, float(ood_alpha)
-        t = stats.temperatures
         y = np.asarray(stats.cal_kl, dtype=np.int64)
-        self.kl_sets = None
-        if stats.cal_kl_probs is not None:
-            self.kl_sets = fit_sets(apply_temperature_kl(stats.cal_kl_probs, t.kl), y, alpha, method,
-                                    class_conditional)
-        cal_oa = apply_temperature_oa(stats.cal_oa_prob, t.oa) if stats.has_oa_head else (
-            apply_temperature_kl(stats.cal_kl_probs, t.kl)[:, OA_THRESHOLD:].sum(-1)
-            if stats.cal_kl_probs is not None else np.asarray(stats.cal_oa_prob))
+        # the calibration knees go through the same calibration as a graded knee (`calibrated`)
+        cal_kl, cal_oa = calibrated(stats.cal_kl_probs, stats.cal_oa_prob, stats.temperatures, stats.has_oa_head)
+        self.kl_sets = None if cal_kl is None else fit_sets(cal_kl, y, alpha, method, class_conditional)
         oa_y = np.where(y >= 0, (y >= OA_THRESHOLD).astype(np.int64), -1)
         self.oa_sets = fit_sets(two_class(cal_oa), oa_y, alpha, "lac", class_conditional)
 
