@@ -152,11 +152,17 @@ def compare_dual_vs_single(preds_dir: str | Path, n_resamples: int = 10_000, see
                 for test in tests:
                     rows.append(_run_test(test, backbone, dual, single, n, n_resamples, rng, chunk_size))
                     progress.update(1, test=f"{backbone} {task} {test.metric}")
+    add_q_values(rows)
+    return StatsResult(rows, skipped, files)
+
+
+def add_q_values(rows: list[dict[str, Any]]) -> None:
+    """Benjamini-Hochberg q over the family `rows` (their `p_value`s) and the FDR_LEVEL verdict, in place
+    (also the CV study's per-seed and combined families)."""
     q = benjamini_hochberg([r["p_value"] for r in rows])
     for row, q_value in zip(rows, q):
         row["q_value_BH"] = float(np.round(q_value, 6))
         row["sig_fdr_0.05"] = bool(row["q_value_BH"] < FDR_LEVEL)
-    return StatsResult(rows, skipped, files)
 
 
 def write_stats_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:

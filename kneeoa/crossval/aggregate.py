@@ -25,7 +25,6 @@ import numpy as np
 
 from kneeoa.contracts.studies import CV_STATS_COLUMNS, SEED_COMBINED, SEED_SUMMARY_COLUMNS
 
-FDR_LEVEL = 0.05
 LATENT_KEYS = ("evr_pc1", "abs_rho_pc1_kl", "abs_rho_pc1_oa", "probe_auroc_test", "centroid_monotone",
                "abs_rho_pc1_true_severity")
 
@@ -116,8 +115,13 @@ def cv_statistics(folders: dict[int, Path], knee_subject: dict[str, str], knee_f
     `knee_subject` / `knee_fold` map a prediction file's subject id (CMT_ID) to subject and fold.
     """
     from kneeoa.analysis.cluster import PairedScores, clustered_deltas, point_delta, subject_index, summarise
-    from kneeoa.analysis.compare import PROTOCOL, _backbone_slots, find_prediction_files, read_predictions
-    from kneeoa.analysis.stats import benjamini_hochberg
+    from kneeoa.analysis.compare import (
+        PROTOCOL,
+        _backbone_slots,
+        add_q_values,
+        find_prediction_files,
+        read_predictions,
+    )
     from kneeoa.errors import InputError
 
     seeds = sorted(folders)
@@ -172,8 +176,8 @@ def cv_statistics(folders: dict[int, Path], knee_subject: dict[str, str], knee_f
         summary.append({**{k: base[k] for k in ("backbone", "task", "metric")}, "n_seeds": len(usable),
                         **_fold_consistency(test.kind, scores, folds), "_deltas": [p[2] for p in points]})
     for s in seeds:  # BH within each seed's family, and over the combined family
-        _add_q([r for r in rows if r["seed"] == s], benjamini_hochberg)
-    _add_q(combined, benjamini_hochberg)
+        add_q_values([r for r in rows if r["seed"] == s])
+    add_q_values(combined)
     for entry, comb in zip(summary, combined):
         deltas = np.array(entry.pop("_deltas"))
         per_seed = [r for r in rows if (r["backbone"], r["task"], r["metric"]) ==
@@ -188,13 +192,6 @@ def cv_statistics(folders: dict[int, Path], knee_subject: dict[str, str], knee_f
 
 def _ci(result) -> dict[str, float]:
     return {"delta": result.delta, "ci_lo": result.ci_lo, "ci_hi": result.ci_hi, "p_value": result.p_value}
-
-
-def _add_q(rows: list[dict], bh) -> None:
-    q = bh([r["p_value"] for r in rows])
-    for row, value in zip(rows, q):
-        row["q_value_BH"] = float(np.round(value, 6))
-        row["sig_fdr_0.05"] = bool(row["q_value_BH"] < FDR_LEVEL)
 
 
 def _fold_consistency(kind: str, scores: list, folds: np.ndarray) -> dict[str, int]:
