@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from kneeoa.config import TrainConfig, apply_resume_overrides, load_config, reso
 from kneeoa.contracts.vocab import has_kl_head
 from kneeoa.engine import distributed
 from kneeoa.engine.rundir import RunDir
-from kneeoa.errors import ConfigError, InputError, JobError
+from kneeoa.errors import ConfigError, InputError
 from kneeoa.utils import strict_json
 
 
@@ -189,6 +188,7 @@ def _train_epoch(net: Any, loader: Any, optimizer: Any, scaler: Any, device: Any
     import torch
 
     from kneeoa.engine.devices import autocast, oom_guard
+    from kneeoa.engine.steps import finite_loss, scaled_step
     from kneeoa.models.heads import hierarchical_loss, probabilities
     from kneeoa.progress import Progress, mode
 
@@ -213,14 +213,8 @@ def _train_epoch(net: Any, loader: Any, optimizer: Any, scaler: Any, device: Any
                 with autocast(device, cfg.amp):
                     out = net(x)
                     loss = hierarchical_loss(out, kl, oa, cfg.variant, lambda_oa=cfg.lambda_oa)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise JobError(f"training loss became {value} in epoch {epoch + 1}; try a lower --lr "
-                               f"(the run keeps its last complete epoch)")
+                scaled_step(loss, optimizer, scaler)
+            value = finite_loss(loss, "training", epoch, "try a lower --lr (the run keeps its last complete epoch)")
             with torch.no_grad():
                 probs = probabilities(out)
                 b = x.shape[0]

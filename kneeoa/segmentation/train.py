@@ -11,14 +11,13 @@ numpy and MONAI's transforms from (seed, epoch) and the learning rate is a funct
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from kneeoa.engine import distributed
 from kneeoa.engine.rundir import RunDir
-from kneeoa.errors import ConfigError, InputError, JobError
+from kneeoa.errors import ConfigError, InputError
 
 CONFIG_HEADER = "# resolved KneeOA segmentation config (written by `kneeoa train-seg`)\n"
 RESUME_MUTABLE = {"epochs", "device", "workers"}
@@ -179,6 +178,7 @@ def _train(cfg: dict, run: RunDir, mode: str, info: Any, device: Any) -> dict:
 def _train_epoch(net: Any, loader: Any, loss_fn: Any, optimizer: Any, scaler: Any, device: Any, cfg: dict,
                  info: Any, epoch: int) -> dict:
     from kneeoa.engine.devices import autocast, oom_guard
+    from kneeoa.engine.steps import finite_loss, scaled_step
 
     net.train()
     t0 = time.perf_counter()
@@ -189,13 +189,8 @@ def _train_epoch(net: Any, loader: Any, loss_fn: Any, optimizer: Any, scaler: An
         with oom_guard(device, "segmentation training", cfg["batch_size"]):
             with autocast(device, cfg["amp"]):
                 loss = loss_fn(net(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise JobError(f"segmentation loss became {value} in epoch {epoch + 1}; try a lower --lr")
+            scaled_step(loss, optimizer, scaler)
+        value = finite_loss(loss, "segmentation", epoch, "try a lower --lr")
         loss_sum += value * x.shape[0]
         n += x.shape[0]
     loss_sum, n = distributed.all_reduce_sum([loss_sum, n], info)
