@@ -18,7 +18,7 @@ from kneeoa.contracts.case_ids import subject_of  # the one subject rule (also t
 from kneeoa.contracts.vocab import has_oa_head
 from kneeoa.errors import InputError
 from kneeoa.trust.calibration import fit_temperatures
-from kneeoa.trust.envelope import acquisition_stats, fit_envelope, image_features
+from kneeoa.trust.envelope import fit_envelope, volume_facts
 from kneeoa.trust.ood import fit_ood
 from kneeoa.trust.store import TrustStats
 
@@ -50,8 +50,9 @@ def read_facts(cases: list) -> tuple[list[dict], np.ndarray]:
     stats, feats = [], []
     for case in cases:
         vol = read_volume(case.image)
-        stats.append(acquisition_stats(vol.array, vol.affine))
-        feats.append(image_features(vol.array))
+        st, feat = volume_facts(vol.array, vol.affine)
+        stats.append(st)
+        feats.append(feat)
     return stats, np.array(feats)
 
 

@@ -33,9 +33,10 @@ class TrustPredictor:
 
     def inspect(self, array: np.ndarray, affine: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(plain-words envelope findings, image features) of one volume, before the network runs."""
-        from kneeoa.trust.envelope import acquisition_stats, check_envelope, image_features
+        from kneeoa.trust.envelope import check_envelope, volume_facts
 
-        return check_envelope(acquisition_stats(array, affine), self.stats.envelope), image_features(array)
+        stats, features = volume_facts(array, affine)
+        return check_envelope(stats, self.stats.envelope), features
 
     def __call__(self, kl_probs: np.ndarray | None, oa_prob: np.ndarray, embedding: np.ndarray | None,
                  envelope_warnings: list[list[str]] | None = None,
