@@ -251,6 +251,15 @@ def normalise_overrides(overrides: dict | None) -> dict:
     return out
 
 
+def known_overrides(overrides: dict | None) -> dict:
+    """`normalise_overrides`, refusing a name that is not a training option."""
+    extra = normalise_overrides(overrides)
+    unknown = set(extra) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return extra
+
+
 def resolve_config(preset: str | Path, backbone: str, variant: str, data: str | Path | None = None,
                    overrides: dict | None = None, labels: str | Path | None = None) -> TrainConfig:
     """Preset + its `backbones.<backbone>` block + overrides -> the validated run config."""
@@ -259,10 +268,7 @@ def resolve_config(preset: str | Path, backbone: str, variant: str, data: str | 
     raw = load_preset(preset)
     values = {k: raw[k] for k in OPTIONS}
     values.update((raw.get("backbones") or {}).get(backbone, {}))
-    extra = normalise_overrides(overrides)
-    unknown = set(extra) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    extra = known_overrides(overrides)
     values.update(extra)
     identity = {"preset": str(preset), "backbone": backbone, "variant": variant,
                 "data": None if data is None else str(Path(data).resolve()),
@@ -342,12 +348,9 @@ def overrides_from_args(args: argparse.Namespace, only: Iterable[str] | None = N
 
 
 def check_overrides(overrides: dict | None) -> dict:
-    """`normalise_overrides`, then every value checked by its option's own rule: a study checks its
+    """`known_overrides`, then every value checked by its option's own rule: a study checks its
     overrides once, before it plans or starts any of its runs (the runs check them again as TrainConfig)."""
-    extra = normalise_overrides(overrides)
-    unknown = sorted(set(extra) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    extra = known_overrides(overrides)
     for name, value in extra.items():
         check_value(name, OPTIONS[name], value)
     return extra
