@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kneeoa.errors import JobError
+from kneeoa.progress import TOKEN_ENV
 from kneeoa.utils.processes import alive
 
 KNEEOA_ROOT = Path(__file__).resolve().parents[2]  # folder that holds the `kneeoa` package
@@ -121,7 +122,6 @@ def _threads_setting(app: Any) -> int | None:
 
 
 EVENTS = ("start", "progress", "log", "result", "end")  # what kneeoa.progress emits
-TOKEN_ENV = "KNEEOA_PROGRESS_TOKEN"  # = kneeoa.progress.TOKEN_ENV (this module imports nothing of kneeoa's)
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {"task": (str,), "done": (int, float), "total": (int, float, type(None)),
                                              "ok": (bool,), "message": (str,), "elapsed_s": (int, float)}
 
