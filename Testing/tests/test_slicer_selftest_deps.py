@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from slicer_helpers import fresh_scene, load_scripted_module, stand_in_file_loading
 
-from kneeoa.slicer import selftest
+from kneeoa.slicer import deps
 
 ROOT = Path(__file__).resolve().parents[2]
 ABSENT = ("kneeoa-absent-dependency>=1.0",)
@@ -22,11 +22,11 @@ MODULES = [("KneeOAGrading", "test_GradePhantomCase"), ("KneeOATraining", "test_
 
 
 def test_nothing_is_missing_in_the_test_environment():
-    assert selftest.missing_dependencies() == []
+    assert deps.missing_requirements() == []
 
 
 def test_a_missing_distribution_is_reported_by_its_requirement():
-    assert selftest.missing_dependencies(ABSENT) == list(ABSENT)
+    assert deps.missing_requirements(ABSENT) == list(ABSENT)
 
 
 def _self_test_class(monkeypatch, name, requirements=None):

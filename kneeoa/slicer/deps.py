@@ -98,6 +98,12 @@ def check(requirements: tuple[str, ...] | list[str] = REQUIREMENTS,
                             missing=[r for r in requirements if not satisfied(r)])
 
 
+def missing_requirements(requirements: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """What KneeOA needs and this Python lacks (requirement strings; torch first), read from package metadata."""
+    report = check(REQUIREMENTS if requirements is None else requirements)
+    return ([] if report.torch_ok else [TORCH_REQUIREMENT]) + list(report.missing)
+
+
 @dataclass
 class InstallPlan:
     """Steps to make the report ok, in order, with a message to show before asking the user."""
@@ -242,16 +248,14 @@ def require(purpose: str, requirements: tuple[str, ...] | list[str] | None = Non
     DependencyError says what and how to get it (never a raw ImportError from deep inside)."""
     from kneeoa.errors import DependencyError
 
-    requirements = REQUIREMENTS if requirements is None else requirements
-    report = check(requirements)
-    if report.ok:
+    missing = missing_requirements(requirements)
+    if not missing:
         return
     offer = offer if offer is not None else _offer_in_slicer()
     if offer is not None and offer():
-        report = check(requirements)  # what the install left missing
-        if report.ok:
+        missing = missing_requirements(requirements)  # what the install left missing
+        if not missing:
             return
-    missing = ([] if report.torch_ok else [TORCH_REQUIREMENT]) + report.missing
     raise DependencyError(f"{purpose} needs {', '.join(missing)}, not installed in this Slicer: open a KneeOA "
                           "module and accept the offer to install them (offline: 'Install from a folder...' with "
                           "a `kneeoa wheelhouse` folder)")

@@ -15,14 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-def missing_dependencies(requirements: tuple[str, ...] | list[str] | None = None) -> list[str]:
-    """What KneeOA needs and this Python lacks (requirement strings; torch first), read from package metadata."""
-    from kneeoa.slicer import deps
-
-    report = deps.check(deps.REQUIREMENTS if requirements is None else requirements)
-    return ([] if report.torch_ok else [deps.TORCH_REQUIREMENT]) + list(report.missing)
-
-
 def skip_message(missing: list[str]) -> str:
     return ("KneeOA self-test skipped: dependencies are not installed (" + ", ".join(missing) + "). "
             "Open the module and accept the offer to install them (or see the README), then run the test again.")
@@ -38,7 +30,9 @@ class ModuleSelfTestMixin:
     def setUp(self) -> None:
         import slicer
 
-        missing = missing_dependencies(self.requirements)
+        from kneeoa.slicer.deps import missing_requirements
+
+        missing = missing_requirements(self.requirements)
         if missing:
             message = skip_message(missing)
             self.delayDisplay(message)
