@@ -80,19 +80,10 @@ def pca_grid(models: Sequence[dict[str, Any]], title: str = "Test embeddings on 
     Each model: {"backbone", "variant", "test_pc" (n,2), "test_kl" (n,), optional "train_pc" (m,2),
     "abs_rho_pc1_kl"}. Training points are drawn faintly behind.
     """
-    plt = pyplot()
     from matplotlib.lines import Line2D
 
-    models = list(models)
-    backbones = _ordered({m["backbone"] for m in models}, display_order())
-    variants = _ordered({m["variant"] for m in models}, VARIANT_TAGS)
-    fig, axes = plt.subplots(max(len(backbones), 1), max(len(variants), 1), squeeze=False,
-                             figsize=(3.0 * max(len(variants), 1), 2.8 * max(len(backbones), 1) + 0.6))
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for model in models:
-        ax = axes[backbones.index(model["backbone"]), variants.index(model["variant"])]
-        ax.set_axis_on()
+    fig, panels = model_grid(models)
+    for model, ax in panels:
         train = model.get("train_pc")
         if train is not None and len(train):
             ax.scatter(train[:, 0], train[:, 1], s=5, c="#d0d0d0", lw=0)
@@ -108,6 +99,34 @@ def pca_grid(models: Sequence[dict[str, Any]], title: str = "Test embeddings on 
         ax.tick_params(labelsize=6)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=f"KL {k}") for k, c in enumerate(KL_COLOURS)]
     handles.append(Line2D([], [], marker="o", ls="", color="#d0d0d0", label="train"))
+    return finish_grid(fig, handles, title)
+
+
+def model_grid(models: Sequence[dict[str, Any]], known_variants_only: bool = False) -> tuple[Any, list]:
+    """(figure, [(model, its axes)]): one panel per model, rows = backbones (catalog order, then others by
+    name), columns = variants (VARIANT_TAGS order, then others unless `known_variants_only`, whose models are
+    left out); panels without a model stay hidden. The layout of the PCA grid and the paper's manifold grids."""
+    plt = pyplot()
+    models = list(models)
+    backbones = _ordered({m["backbone"] for m in models}, display_order())
+    present = {m["variant"] for m in models}
+    variants = [v for v in VARIANT_TAGS if v in present] if known_variants_only else _ordered(present, VARIANT_TAGS)
+    fig, axes = plt.subplots(max(len(backbones), 1), max(len(variants), 1), squeeze=False,
+                             figsize=(3.0 * max(len(variants), 1), 2.8 * max(len(backbones), 1) + 0.6))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    panels = []
+    for model in models:
+        if model["variant"] not in variants:
+            continue
+        ax = axes[backbones.index(model["backbone"]), variants.index(model["variant"])]
+        ax.set_axis_on()
+        panels.append((model, ax))
+    return fig, panels
+
+
+def finish_grid(fig: Any, handles: list, title: str) -> Any:
+    """A model grid's legend along the bottom and its title."""
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kneeoa.analysis.plots import KL_COLOURS, model_label, pyplot, save_figure
+from kneeoa.analysis.plots import KL_COLOURS, finish_grid, model_grid, model_label, pyplot, save_figure
 from kneeoa.contracts.catalog import backbone_label, display_order
 from kneeoa.contracts.vocab import VARIANT_TAGS
 from kneeoa.hierarchy import N_KL
@@ -202,22 +202,10 @@ def manifold_grid(models: Sequence[dict[str, Any]], points: str, colour_by: str,
     """Scatter per model of `points` ((n,2) test coordinates) coloured by 'kl' or 'oa'; rows backbones, columns variants."""
     from matplotlib.lines import Line2D
 
-    plt = pyplot()
-    models = list(models)
-    backbones = [b for b in display_order() if b in {m["backbone"] for m in models}]
-    backbones += sorted({m["backbone"] for m in models} - set(backbones))
-    variants = [v for v in VARIANT_TAGS if v in {m["variant"] for m in models}]
-    fig, axes = plt.subplots(max(len(backbones), 1), max(len(variants), 1), squeeze=False,
-                             figsize=(3.0 * max(len(variants), 1), 2.8 * max(len(backbones), 1) + 0.6))
-    for ax in axes.ravel():
-        ax.set_axis_off()
+    fig, panels = model_grid(models, known_variants_only=True)
     colours = KL_COLOURS if colour_by == "kl" else OA_COLOURS
     names = [f"KL {k}" for k in range(N_KL)] if colour_by == "kl" else ["non-OA", "OA"]
-    for model in models:
-        if model["variant"] not in variants:
-            continue
-        ax = axes[backbones.index(model["backbone"]), variants.index(model["variant"])]
-        ax.set_axis_on()
+    for model, ax in panels:
         xy, kl = np.asarray(model[points]), np.asarray(model["test_kl"])
         label = kl if colour_by == "kl" else (kl >= 2).astype(int)
         for value, colour in enumerate(colours):
@@ -226,10 +214,7 @@ def manifold_grid(models: Sequence[dict[str, Any]], points: str, colour_by: str,
         ax.set_title(model_label(model["backbone"], model["variant"]), fontsize=8)
         ax.tick_params(labelsize=6)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=n) for c, n in zip(colours, names)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    return fig
+    return finish_grid(fig, handles, title)
 
 
 def latent_manifold_figures(latent_results: list[dict[str, Any]], figures: str | Path) -> dict[str, Path]:
