@@ -60,12 +60,12 @@ def split_model_name(name: str) -> tuple[str, str]:
 # --- execution ------------------------------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("none", "bf16", "fp16")
-PRESETS = ("quick", "paper")
+PRESETS = ("quick", "paper")  # the bundled presets (a .yaml path is accepted too)
 # how M3T's 2D ResNet-18 starts: random (none) or torchvision's ImageNet weights (imagenet, the paper's code)
 M3T_PRETRAINED = ("none", "imagenet")
 # the model's voxel order: "ras" = reoriented to RAS first (KneeOA), "none" = the file's own voxel order as
 # nibabel reads it (the paper's code: get_fdata() then permute(2, 0, 1)); equal for RAS-stored files
-REORIENT = ("ras", "none")  # the bundled presets (a .yaml path is accepted too)
+REORIENT = ("ras", "none")
 
 # --- saliency (SPEC 6) ----------------------------------------------------------------------------------
 # smoothgrad = the paper's SmoothGrad of grad x (noisy) input; grad = SmoothGrad of the plain gradient (the
