@@ -22,19 +22,27 @@ STATE_KEY = "kneeoa_trainer_state"  # __metadata__ key of the trainer state (`--
 MAX_HEADER = 64 * 1024 * 1024  # a larger JSON header is not one we wrote (and would cost its size in RAM)
 
 
+def safetensors_header_length(path: str | Path) -> int | None:
+    """The JSON header length when the file has the safetensors layout (<u64 length>{...), else None."""
+    size = Path(path).stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    return header_len if 2 <= header_len <= size - 8 and head[8:9] == b"{" else None
+
+
 def check_safetensors(path: str | Path) -> int:
     """The header length of a safetensors file; CheckpointError for a missing, pickled or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint file not found", path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
     # the safetensors layout is checked first: its 8-byte header length may itself start with 0x80 or "PK"
     # (a 640-byte header does), which would otherwise pass for pickle / zip magic
-    if 2 <= header_len <= size - 8 and head[8:9] == b"{":
+    header_len = safetensors_header_length(path)
+    if header_len is not None:
         return header_len
+    with open(path, "rb") as fh:
+        head = fh.read(2)
     if head[:2] == b"PK" and not _is_torch_zip(path):
         raise CheckpointError("a ZIP archive (e.g. .xlsx, .docx, .zip), not a KneeOA checkpoint; a KneeOA checkpoint "
                               "is a .safetensors file written by `kneeoa train` (e.g. RUN/checkpoints/"

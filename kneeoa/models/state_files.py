@@ -13,17 +13,10 @@ from pathlib import Path
 
 import torch
 
+from kneeoa.contracts.checkpoint_meta import safetensors_header_length
 from kneeoa.errors import CheckpointError, KneeOAError
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-
-
-def _is_safetensors(path: Path) -> bool:
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    return 2 <= header_len <= size - 8 and head[8:9] == b"{"  # the layout kneeoa.contracts.checkpoint_meta checks
 
 
 def read_state_dict(path: str | Path, what: str = "weights file",
@@ -34,7 +27,7 @@ def read_state_dict(path: str | Path, what: str = "weights file",
     if not path.is_file():
         raise error(f"{what} not found", path)
     try:
-        if _is_safetensors(path):
+        if safetensors_header_length(path) is not None:
             from safetensors.torch import load_file
 
             obj = load_file(str(path), device="cpu")
