@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from kneeoa.engine.devices import resolve_device
     from kneeoa.engine.inference import input_shape_of, load_model
     from kneeoa.errors import ConfigError, InputError
+    from kneeoa.hierarchy import KL_GRADES
     from kneeoa.progress import emit
     from kneeoa.trust.fit import fit_trust
     from kneeoa.trust.store import write_trusted_checkpoint
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--ood-data needs --ood-split (which of its splits the model trained on)")
     ood_cohort = load_cohort(args.ood_data) if args.ood_data else cohort
     fit_cases = ood_cohort.split(args.ood_split) if args.ood_split else None
-    counts = "/".join(str(sum(c.kl == g for c in cases)) for g in range(5))
+    counts = "/".join(str(sum(c.kl == g for c in cases)) for g in KL_GRADES)
     described = (f"{cohort.kind} cohort at {cohort.root}, split {args.split}: {len(cases)} graded knees "
                  f"(KL 0-4 {counts})")
     stats = fit_trust(model, card, cases, input_shape_of(model, card), dev, fit_cases=fit_cases,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kneeoa.errors import ConfigError
+from kneeoa.hierarchy import KL_GRADES  # standard library at import
 
 # --- conformal methods -------------------------------------------------------------------------------------
 # "ordinal": sets are ranges of grades grown from the argmax, adding the more likely neighbour first
@@ -24,7 +25,7 @@ DEFAULT_ALPHA = 0.1  # 90 % sets
 DEFAULT_OOD_ALPHA = 0.05  # flag when the conformal p-value is <= 0.05: about 1 in 20 normal knees flagged
 
 # --- prediction fields (grade JSON keys and score-table columns) ------------------------------------------
-KL_PROB_CAL_COLUMNS = tuple(f"kl_prob_cal_{g}" for g in range(5))
+KL_PROB_CAL_COLUMNS = tuple(f"kl_prob_cal_{g}" for g in KL_GRADES)
 OA_PROB_CAL = "oa_prob_cal"
 PRED_KL_CAL = "pred_kl_cal"
 KL_SET = "kl_set"  # "2-3" (ordinal) or "1,3" (LAC/APS); empty when the model has no KL head
