@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kneeoa.data.resample import STD_FLOOR  # one definition: the fast path and the MONAI path share it
 from kneeoa.data.volume import Volume
 from kneeoa.errors import InputError
-
-STD_FLOOR = 1e-6  # the paper's z-score guard: (x - mean) / max(std, 1e-6)
 
 
 def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
