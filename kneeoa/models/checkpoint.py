@@ -54,6 +54,19 @@ def _short(items: list[str]) -> str:
     return ", ".join(items[:_LIST_MAX]) + more
 
 
+def _mismatch(stored: dict[str, tuple], wanted: dict[str, tuple], against: str) -> str:
+    """'' when the file's tensor names and shapes (`stored`) are the `wanted` ones, else what differs:
+    missing keys, unexpected keys, shape mismatches (file vs `against`), joined by '; '."""
+    missing = sorted(set(wanted) - set(stored))
+    unexpected = sorted(set(stored) - set(wanted))
+    shapes = [f"{k} {list(stored[k])} vs {list(wanted[k])}" for k in sorted(set(stored) & set(wanted))
+              if tuple(stored[k]) != tuple(wanted[k])]
+    parts = [f"missing keys: {_short(missing)}" if missing else "",
+             f"unexpected keys: {_short(unexpected)}" if unexpected else "",
+             f"shape mismatch (file vs {against}): {_short(shapes)}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Strictly load a checkpoint's weights into `model`; CheckpointError lists the mismatching keys."""
     from safetensors.torch import load_file
@@ -66,19 +79,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise CheckpointError(f"truncated or corrupt checkpoint ({err})", path) from None
     # calibration / OOD statistics (kneeoa.trust.store) live beside the weights under their own prefix
     state = {k: v for k, v in state.items() if not k.startswith(TRUST_TENSOR_PREFIX)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
+    problem = _mismatch({k: tuple(v.shape) for k, v in state.items()},
+                        {k: tuple(v.shape) for k, v in model.state_dict().items()}, "model")
+    if problem:
         spec = getattr(model, "spec", None)
         what = f"{spec.backbone}/{spec.variant}" if spec is not None else type(model).__name__
-        parts = [f"missing keys: {_short(missing)}" if missing else "",
-                 f"unexpected keys: {_short(unexpected)}" if unexpected else "",
-                 f"shape mismatch (file vs model): {_short(shapes)}" if shapes else ""]
-        raise CheckpointError(f"weights do not match the {what} architecture; " + "; ".join(p for p in parts if p),
-                              path)
+        raise CheckpointError(f"weights do not match the {what} architecture; {problem}", path)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -100,17 +106,10 @@ def check_shapes_before_building(spec: ModelSpec, path: Path) -> None:
                       if not name.startswith(TRUST_TENSOR_PREFIX)}
     except Exception as err:
         raise CheckpointError(f"truncated or corrupt checkpoint ({err})", path) from None
-    wanted = {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}
-    missing = sorted(set(wanted) - set(stored))
-    unexpected = sorted(set(stored) - set(wanted))
-    shapes = [f"{k} {list(stored[k])} vs {list(wanted[k])}" for k in sorted(set(stored) & set(wanted))
-              if stored[k] != wanted[k]]
-    if missing or unexpected or shapes:
-        parts = [f"missing keys: {_short(missing)}" if missing else "",
-                 f"unexpected keys: {_short(unexpected)}" if unexpected else "",
-                 f"shape mismatch (file vs card): {_short(shapes)}" if shapes else ""]
+    problem = _mismatch(stored, {k: tuple(v.shape) for k, v in meta_model.state_dict().items()}, "card")
+    if problem:
         raise CheckpointError(f"weights do not match the {spec.backbone}/{spec.variant} architecture its card "
-                              "describes; " + "; ".join(p for p in parts if p), path)
+                              f"describes; {problem}", path)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
