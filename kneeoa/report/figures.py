@@ -16,11 +16,11 @@ from kneeoa.contracts.vocab import CARTILAGE_LABELS
 from kneeoa.utils.cells import number
 
 
-def fig_to_png(fig: Any, dpi: int = 110) -> bytes:
-    """Render and close a matplotlib figure."""
+def fig_to_png(fig: Any, dpi: int = 110, bbox_inches: str | None = "tight") -> bytes:
+    """Render and close a matplotlib figure (`bbox_inches=None`: the whole canvas, as laid out)."""
     plt = pyplot()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox_inches)
     plt.close(fig)
     return buf.getvalue()
 

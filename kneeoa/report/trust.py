@@ -16,7 +16,7 @@ import numpy as np
 from kneeoa.contracts import trust as names
 from kneeoa.contracts.schemas import PRED_KL_PROB_COLUMNS
 from kneeoa.hierarchy import OA_THRESHOLD
-from kneeoa.report.figures import cell_number
+from kneeoa.report.figures import cell_number, fig_to_png
 from kneeoa.report.html import Figure, Section, Table
 
 TRIAGE_ROWS = 12
@@ -88,8 +88,6 @@ def coverage_table(models: list[dict]) -> list[dict]:
 
 def reliability_png(m: dict) -> bytes:
     """OA and KL top-label reliability before/after, and the calibrated KL per class (one-vs-rest)."""
-    import io
-
     from kneeoa.analysis.plots import pyplot
     from kneeoa.trust.calibration import reliability_bins
 
@@ -123,15 +121,10 @@ def reliability_png(m: dict) -> bytes:
         ax.legend(fontsize=7)
     fig.suptitle(m["name"])
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return fig_to_png(fig, dpi=100, bbox_inches=None)
 
 
 def ood_png(models: list[dict]) -> bytes:
-    import io
-
     from kneeoa.analysis.plots import pyplot
 
     plt = pyplot()
@@ -143,10 +136,7 @@ def ood_png(models: list[dict]) -> bytes:
     ax.set(xlabel="OOD score (Mahalanobis distance of the embedding)", ylabel="test knees")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return fig_to_png(fig, dpi=100, bbox_inches=None)
 
 
 def triage_rows(models: list[dict], out: Path) -> list[dict]:
