@@ -52,17 +52,15 @@ def load_pair(case: Any, spacing_mm: Sequence[float] | None) -> dict:
     """{'image', 'label'} tensors of a case with a mask (mask checked against the image's grid and labels)."""
     import torch
 
-    from kneeoa.contracts.vocab import MASK_LABELS
-    from kneeoa.data.volume import check_labels, check_same_grid, read_volume
+    from kneeoa.data.volume import read_volume
+    from kneeoa.segmentation.auto import read_reference_mask
 
     if case.mask is None:
         raise InputError("case has no mask; a segmenter trains on cases with reference masks", case.image)
     image = read_volume(case.image)
-    mask = read_volume(case.mask, is_label=True)
-    check_same_grid(image, mask)
-    check_labels(mask, MASK_LABELS)
-    label = torch.from_numpy(np.ascontiguousarray(mask.array, dtype=np.uint8))[None]
-    label = resample(label, target_shape(mask.shape, mask.spacing_mm, spacing_mm), is_label=True)
+    mask = read_reference_mask(case.mask, image)  # on the image's grid (checked), so resampled like it
+    label = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None]
+    label = resample(label, target_shape(image.shape, image.spacing_mm, spacing_mm), is_label=True)
     return {"image": prepare_image(image, spacing_mm), "label": label.long(), "case_id": case.case_id}
 
 
