@@ -80,14 +80,12 @@ def segment_file(image: str | Path, checkpoint: str | Path, out: str | Path, dev
     from kneeoa.progress import Progress
     from kneeoa.segmentation.checkpoint import load_segmenter
     from kneeoa.utils.atomic import atomic_write_text
+    from kneeoa.utils.outputs import check_outputs
 
     out = Path(out)
     if not str(out).endswith((".nii.gz", ".nii")):
         raise ConfigError("the label map must be a .nii.gz (or .nii) file", out)
-    if out.resolve() == Path(image).resolve():
-        raise ConfigError("the label map would overwrite the input image", out)
-    if out.exists() and not overwrite:
-        raise ConfigError("exists; pass --overwrite to replace it", out)
+    check_outputs([out], [image], overwrite, what="the label map")
     dev = resolve_device(device)
     model, card = load_segmenter(checkpoint, dev)
     with Progress("segment", total=len(SINGLE_STAGES), unit="step") as bar:
