@@ -86,6 +86,12 @@ def test_evaluate_seg_scores_every_case_and_label_and_a_perfect_prediction_score
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 6 * 5
     assert all(float(r["dice"]) == 1.0 and float(r["hd95_mm"]) == 0.0 for r in rows)
+    # a summary left by an earlier run is an output too: not replaced without --overwrite
+    out.unlink()
+    summary = tmp_path / "m.summary.json"
+    before = summary.read_bytes()
+    assert main(["evaluate-seg", str(labels), "--reference", str(labels), "--out", str(out)]) != 0
+    assert summary.read_bytes() == before and not out.exists()
 
 
 def test_segment_one_image_writes_its_label_map_and_refuses_a_grading_checkpoint(seg_run, phantom_cohort,
