@@ -119,10 +119,16 @@ def train_unless_finished(data, run_dir: Path, backbone: str, variant: str, pres
     return Path(result["checkpoint"])
 
 
+def prediction_files(pred_dir: str | Path, name: str) -> list[Path]:
+    """The files `kneeoa predict --embeddings` writes for model `name`: preds, metrics, embeddings (a study's
+    model and a CV task are finished when all three are there)."""
+    return [Path(pred_dir) / f"{name}_{s}" for s in ("preds.csv", "metrics.csv", "embeddings.npz")]
+
+
 def _predict_one(checkpoint: Path, data, pred_dir: Path, name: str, cache_dir: str, test_cases: list) -> None:
     from kneeoa.engine.predict import predict
 
-    done = [pred_dir / f"{name}_{s}" for s in ("preds.csv", "metrics.csv", "embeddings.npz")]
+    done = prediction_files(pred_dir, name)
     if all(p.is_file() for p in done) and not _stale_predictions(done[0], test_cases):
         return
     predict(checkpoint, data, pred_dir, split="test", embeddings=True, cache_dir=cache_dir, overwrite=True)

@@ -35,7 +35,9 @@ class Task:
         return model_name(self.backbone, self.variant)
 
     def prediction_files(self) -> list[Path]:
-        return [Path(self.pred_dir) / f"{self.name}_{s}" for s in ("preds.csv", "metrics.csv", "embeddings.npz")]
+        from kneeoa.study import prediction_files
+
+        return prediction_files(self.pred_dir, self.name)
 
     def is_done(self) -> bool:
         return all(p.is_file() for p in self.prediction_files())
