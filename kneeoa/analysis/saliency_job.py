@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kneeoa.contracts.case_ids import case_id_from_name, saliency_map_name
+from kneeoa.contracts.case_ids import saliency_map_name
 from kneeoa.contracts.vocab import CARTILAGE_LABELS, MASK_LABELS
 from kneeoa.errors import ConfigError, KneeOAError
 
@@ -29,11 +29,6 @@ class SaliencyCase:
     image: Path
     mask: Path | None = None
     kl: int | None = None
-
-
-def case_id_from_path(path: str | Path) -> str:
-    """`imagesTs/oaizib_405_0000.nii.gz` -> `oaizib_405` (image suffix and the nnU-Net channel tag dropped)."""
-    return case_id_from_name(path)
 
 
 def parse_labels(text: str | Any) -> tuple[int, ...]:
@@ -113,7 +108,7 @@ def _run_cases(model: Any, cases: list[SaliencyCase], out_dir: Path, method: str
                 for one in targets:
                     result = explain(model, image, method, one, input_shape, n_samples, noise_std, batch_size)
                     key = f"{case.case_id}_{result.head}" if both else case.case_id
-                    path = write_nifti(out_dir / map_name(case.case_id, result.head if both else None),
+                    path = write_nifti(out_dir / saliency_map_name(case.case_id, result.head if both else None),
                                        result.volume.array, result.volume.affine)
                     maps[key] = Path(path)
                     if mask is not None:
@@ -136,13 +131,8 @@ def check_saliency_outputs(out_dir: str | Path, cases: list[SaliencyCase], overw
 
     folder = Path(out_dir)
     heads = ("kl", "oa") if both else (None,)
-    outputs = [folder / map_name(c.case_id, h) for c in cases for h in heads] + [folder / OVERLAP_CSV]
+    outputs = [folder / saliency_map_name(c.case_id, h) for c in cases for h in heads] + [folder / OVERLAP_CSV]
     check_outputs(outputs, [p for c in cases for p in (c.image, c.mask)], overwrite)
-
-
-def map_name(case_id: str, head: str | None = None) -> str:
-    """`<case_id>_saliency.nii.gz`, or `<case_id>_saliency_<head>.nii.gz` in the 'both' mode."""
-    return saliency_map_name(case_id, head)
 
 
 def parse_topk(text: str | Any) -> tuple[float, ...]:

@@ -54,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     from kneeoa.analysis.saliency_job import (
         SaliencyCase,
-        case_id_from_path,
         check_saliency_outputs,
         parse_labels,
         parse_topk,
         run_saliency_cases,
     )
+    from kneeoa.contracts.case_ids import case_id_from_name
     from kneeoa.engine.devices import resolve_device
     from kneeoa.errors import ConfigError, InputError
     from kneeoa.models.checkpoint import load_checkpoint
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("image not found", image)
         if args.mask and not Path(args.mask).is_file():
             raise InputError("mask file not found", args.mask)
-        cases = [SaliencyCase(case_id_from_path(image), image, Path(args.mask) if args.mask else None)]
+        cases = [SaliencyCase(case_id_from_name(image), image, Path(args.mask) if args.mask else None)]
         # one file in, one clear error out: check image and mask before any model is loaded
         from kneeoa.analysis.saliency_job import _read_mask
         from kneeoa.data.volume import read_volume
