@@ -13,19 +13,9 @@ from typing import Any
 import numpy as np
 
 from kneeoa.contracts.segmentation import MASK_SOURCES
+from kneeoa.segmentation.data import read_reference_mask
 
 REFERENCE, AUTOMATIC = MASK_SOURCES
-
-
-def read_reference_mask(path: str | Path, image: Any) -> np.ndarray:
-    """A mask file checked against the image's grid and the OAI-ZIB-CM labels (InputError otherwise)."""
-    from kneeoa.contracts.vocab import MASK_LABELS
-    from kneeoa.data.volume import check_labels, check_same_grid, read_volume
-
-    mask = read_volume(path, is_label=True)
-    check_same_grid(image, mask)  # overlap voxel by voxel only makes sense on the image's own grid
-    check_labels(mask, MASK_LABELS)
-    return np.asarray(mask.array)
 
 
 class MaskSource:

@@ -8,6 +8,7 @@ so a label map goes back onto the image grid without any axis juggling.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,12 +49,22 @@ def prepare_image(volume: Any, spacing_mm: Sequence[float] | None) -> Any:
     return zscore(x)
 
 
+def read_reference_mask(path: str | Path, image: Any) -> np.ndarray:
+    """A mask file checked against the image's grid and the OAI-ZIB-CM labels (InputError otherwise)."""
+    from kneeoa.contracts.vocab import MASK_LABELS
+    from kneeoa.data.volume import check_labels, check_same_grid, read_volume
+
+    mask = read_volume(path, is_label=True)
+    check_same_grid(image, mask)  # overlap voxel by voxel only makes sense on the image's own grid
+    check_labels(mask, MASK_LABELS)
+    return np.asarray(mask.array)
+
+
 def load_pair(case: Any, spacing_mm: Sequence[float] | None) -> dict:
     """{'image', 'label'} tensors of a case with a mask (mask checked against the image's grid and labels)."""
     import torch
 
     from kneeoa.data.volume import read_volume
-    from kneeoa.segmentation.auto import read_reference_mask
 
     if case.mask is None:
         raise InputError("case has no mask; a segmenter trains on cases with reference masks", case.image)
