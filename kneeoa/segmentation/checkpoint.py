@@ -76,21 +76,12 @@ def read_segmenter_card(path: str | Path) -> dict:
 
 
 def load_segmenter(path: str | Path, device: Any = "cpu") -> tuple[Any, dict]:
-    """(network in eval mode on `device`, card); weights loaded strictly."""
-    from safetensors.torch import load_file
-
+    """(network in eval mode on `device`, card); weights loaded strictly (the grading models' loader: a
+    corrupt file or mismatching keys/shapes are a CheckpointError naming them)."""
+    from kneeoa.models.checkpoint import load_weights
     from kneeoa.segmentation.model import build_segmenter
 
     path = Path(path)
     card = read_segmenter_card(path)
-    model = build_segmenter(card["spec"]["arch"], card["spec"]["width"])
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as err:  # safetensors raises its own types for corrupt files
-        raise CheckpointError(f"truncated or corrupt checkpoint ({err})", path) from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"weights do not match the {card['spec']['arch']} network ({first})", path) from None
+    model = load_weights(build_segmenter(card["spec"]["arch"], card["spec"]["width"]), path)
     return model.to(device).eval(), card
