@@ -142,11 +142,9 @@ class TrainConfig:
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(TrainConfig)
                               if "option" in f.metadata}
-IDENTITY_KEYS = tuple(name for name in FIELDS if name not in OPTIONS)
 REQUIRED = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.default is dataclasses.MISSING)
 OPTIONAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                      if f.default is not dataclasses.MISSING}
-TRAIN_KEYS = tuple(OPTIONS)
 RESUME_MUTABLE = {name for name, option in OPTIONS.items() if option.resume}
 IGNORED_KEYS = {"kneeoa_version"}  # written by some older runs; informative only
 PRESET_ONLY_KEYS = {"description", "backbones", "segmenter"}  # segmenter: the study's, not a training option
