@@ -120,9 +120,6 @@ def kl_counts_png(counts: dict[str, dict[int, int]]) -> bytes:
     return fig_to_png(fig)
 
 
-cell_number = number  # table cells to float, blanks NaN (kneeoa.utils.cells.number)
-
-
 def metric_bars_png(rows: list[dict[str, Any]], metrics: list[str], group: str = "backbone",
                     series: str = "variant") -> bytes:
     """One panel per metric: bars per backbone, one colour per variant."""
@@ -133,7 +130,7 @@ def metric_bars_png(rows: list[dict[str, Any]], metrics: list[str], group: str =
     width = 0.8 / max(len(kinds), 1)
     for ax, metric in zip(axes[0], metrics):
         for n, kind in enumerate(kinds):
-            values = [next((cell_number(r.get(metric)) for r in rows if r[group] == g and r[series] == kind),
+            values = [next((number(r.get(metric)) for r in rows if r[group] == g and r[series] == kind),
                            np.nan) for g in groups]
             ax.bar(np.arange(len(groups)) + n * width, np.nan_to_num(values), width, label=kind)
         ax.set_xticks(np.arange(len(groups)) + width * (len(kinds) - 1) / 2, groups, fontsize=8)

@@ -154,7 +154,8 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
 
     from kneeoa.contracts.vocab import CARTILAGE_LABELS
     from kneeoa.data.volume import read_volume
-    from kneeoa.report.figures import cell_number, saliency_grid_png
+    from kneeoa.report.figures import saliency_grid_png
+    from kneeoa.utils.cells import number
 
     cases = saliency["cases"]
     chance = _chance(cases)
@@ -180,7 +181,7 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
             path = saliency["maps"][name].get(case.case_id)
             if path is None:
                 continue
-            mass = cell_number(per_case[name].get(case.case_id, {}).get("mass_roi"))
+            mass = number(per_case[name].get(case.case_id, {}).get("mass_roi"))
             note = (f"mass@ROI {mass:.2f} = {mass / share:.1f}x chance" if mass == mass and share > 0
                     else "")
             grid_maps[(row, name)] = {"saliency": read_volume(path, allow_constant=True).array, "note": note}

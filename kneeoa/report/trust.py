@@ -16,8 +16,9 @@ import numpy as np
 from kneeoa.contracts import trust as names
 from kneeoa.contracts.schemas import PRED_KL_PROB_COLUMNS
 from kneeoa.hierarchy import OA_THRESHOLD
-from kneeoa.report.figures import cell_number, fig_to_png
+from kneeoa.report.figures import fig_to_png
 from kneeoa.report.html import Figure, Section, Table
+from kneeoa.utils.cells import number  # table cells to float, blanks NaN
 
 TRIAGE_ROWS = 12
 
@@ -34,23 +35,23 @@ def load_model_trust(pred_dir: Path, name: str) -> dict[str, Any] | None:
     rows = [(p, t) for p, t in zip(preds, trust) if p.get("label_kl") not in (None, "")]
     if not rows:
         return None
-    y = np.array([int(cell_number(p["label_kl"])) for p, _ in rows])
+    y = np.array([int(number(p["label_kl"])) for p, _ in rows])
     has_kl = all(c in rows[0][0] and rows[0][0][c] is not None for c in PRED_KL_PROB_COLUMNS)
     return {
         "name": name, "y": y, "ids": [str(p["CMT_ID"]) for p, _ in rows],
         "images": [str(p.get("img_path") or "") for p, _ in rows],
-        "oa_raw": np.array([cell_number(p["prob_oa"]) for p, _ in rows]),
-        "oa_cal": np.array([cell_number(t[names.OA_PROB_CAL]) for _, t in rows]),
-        "kl_raw": np.array([[cell_number(p[c]) for c in PRED_KL_PROB_COLUMNS] for p, _ in rows]) if has_kl else None,
-        "kl_cal": np.array([[cell_number(t[c]) for c in names.KL_PROB_CAL_COLUMNS] for _, t in rows]) if has_kl else None,
-        "low": np.array([cell_number(t.get(names.KL_SET_LOW)) for _, t in rows]),
-        "high": np.array([cell_number(t.get(names.KL_SET_HIGH)) for _, t in rows]),
+        "oa_raw": np.array([number(p["prob_oa"]) for p, _ in rows]),
+        "oa_cal": np.array([number(t[names.OA_PROB_CAL]) for _, t in rows]),
+        "kl_raw": np.array([[number(p[c]) for c in PRED_KL_PROB_COLUMNS] for p, _ in rows]) if has_kl else None,
+        "kl_cal": np.array([[number(t[c]) for c in names.KL_PROB_CAL_COLUMNS] for _, t in rows]) if has_kl else None,
+        "low": np.array([number(t.get(names.KL_SET_LOW)) for _, t in rows]),
+        "high": np.array([number(t.get(names.KL_SET_HIGH)) for _, t in rows]),
         "set": [str(t.get(names.KL_SET) or "") for _, t in rows],
         "oa_set": [str(t.get(names.OA_SET) or "") for _, t in rows],
-        "level": cell_number(rows[0][1].get(names.SET_LEVEL)),
-        "ood": np.array([cell_number(t.get(names.OOD_SCORE)) for _, t in rows]),
-        "ood_p": np.array([cell_number(t.get(names.OOD_P)) for _, t in rows]),
-        "flag": np.array([int(cell_number(t.get(names.OOD_FLAG)) == 1) for _, t in rows]),
+        "level": number(rows[0][1].get(names.SET_LEVEL)),
+        "ood": np.array([number(t.get(names.OOD_SCORE)) for _, t in rows]),
+        "ood_p": np.array([number(t.get(names.OOD_P)) for _, t in rows]),
+        "flag": np.array([int(number(t.get(names.OOD_FLAG)) == 1) for _, t in rows]),
         "warnings": [str(t.get(names.ENVELOPE_WARNINGS) or "") for _, t in rows],
     }
 
