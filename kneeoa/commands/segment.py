@@ -46,10 +46,10 @@ def _all_sides(args: argparse.Namespace) -> dict | None:
     """--knee-side for every case of the folder, or None (= the cohort's own table)."""
     if args.knee_side is None:
         return None
+    from kneeoa.contracts.case_ids import case_id_from_name
     from kneeoa.engine.score import list_cases
-    from kneeoa.segmentation.folder import case_id_of
 
-    return {case_id_of(cid): args.knee_side for cid, _ in list_cases(args.input)}
+    return {case_id_from_name(cid): args.knee_side for cid, _ in list_cases(args.input)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,19 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kneeoa.contracts.case_ids import case_id_from_name  # `oaizib_001_0000.nii.gz` -> `oaizib_001`
 from kneeoa.contracts.segmentation import SEGMENT_COLUMNS
 from kneeoa.errors import ConfigError, InputError, KneeOAError
 from kneeoa.utils.cells import csv_line, quote_formula
 
 TABLE_NAME = "segmentations.csv"
-
-
-def case_id_of(path: str | Path) -> str:
-    """Case id of an image or mask file (`oaizib_001_0000.nii.gz` -> `oaizib_001`): the one rule of
-    `kneeoa.contracts.case_ids`."""
-    from kneeoa.contracts.case_ids import case_id_from_name
-
-    return case_id_from_name(path)
 
 
 def format_row(row: dict) -> str:
@@ -65,7 +58,7 @@ def segment_one(model: Any, card: dict, image_path: str | Path, out_path: str | 
     note("write")
     thickness = compartment_thickness(labels, volume.spacing_mm)
     note("thickness")
-    return {"case_id": case_id_of(image_path), "path": str(image_path), "status": "ok", "error": "",
+    return {"case_id": case_id_from_name(image_path), "path": str(image_path), "status": "ok", "error": "",
             "seg_path": str(out_path), "knee_side": knee_side or "", "seconds": round(time.perf_counter() - t0, 3), **thickness}
 
 
@@ -115,7 +108,7 @@ def segment_folder(folder: str | Path, checkpoint: str | Path, out_dir: str | Pa
         raise ConfigError("--resume and --overwrite exclude each other")
     out_dir = Path(out_dir)
     # one id per knee whatever the image naming: nnU-Net's `<id>_0000` images give `<id>`
-    items = [(case_id_of(cid), path) for cid, path in list_cases(folder)]
+    items = [(case_id_from_name(cid), path) for cid, path in list_cases(folder)]
     sides = dict(knee_sides) if knee_sides is not None else cohort_knee_sides(folder)
     inputs = {Path(p).resolve() for _, p in items}
     if out_dir.resolve() in {p.parent for p in inputs}:
@@ -164,7 +157,7 @@ def evaluate_folder(pred_dir: str | Path, reference: str | Path) -> tuple[list[d
     from kneeoa.data.volume import check_same_grid, read_volume, volume_suffix
     from kneeoa.segmentation.metrics import label_metrics, summarize
 
-    preds = {case_id_of(p): p for p in sorted(Path(pred_dir).iterdir()) if volume_suffix(p)}
+    preds = {case_id_from_name(p): p for p in sorted(Path(pred_dir).iterdir()) if volume_suffix(p)}
     refs = _reference_masks(Path(reference))
     pairs = sorted(set(preds) & set(refs))
     if not pairs:
@@ -183,7 +176,7 @@ def _reference_masks(reference: Path) -> dict[str, Path]:
 
     if not reference.is_dir():
         raise InputError("reference masks: not a folder", reference)
-    files = {case_id_of(p): p for p in sorted(reference.iterdir()) if p.is_file() and volume_suffix(p)}
+    files = {case_id_from_name(p): p for p in sorted(reference.iterdir()) if p.is_file() and volume_suffix(p)}
     if files:
         return files
     from kneeoa.data.cohort import load_cohort
