@@ -125,18 +125,6 @@ def _collapsed_note(metrics: list[dict[str, Any]]) -> str:
             "to the class prior on few gradient steps). The computation did not fail.</p>")
 
 
-def _chance(cases: list) -> float:
-    """mass@ROI of a map spread evenly: the cartilage share of the voxels, mean over the explained knees."""
-    import numpy as np
-
-    from kneeoa.contracts.vocab import CARTILAGE_LABELS
-    from kneeoa.data.volume import read_volume
-
-    shares = [float(np.isin(read_volume(c.mask, is_label=True).array, CARTILAGE_LABELS).mean())
-              for c in cases if c.mask is not None]
-    return float(np.mean(shares)) if shares else float("nan")
-
-
 def _case_rows(out: Path, name: str) -> dict[str, dict[str, Any]]:
     from kneeoa.analysis.saliency_job import OVERLAP_CSV
     from kneeoa.data.tables import read_table
@@ -158,7 +146,11 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
     from kneeoa.utils.cells import number
 
     cases = saliency["cases"]
-    chance = _chance(cases)
+    masks = [read_volume(c.mask, is_label=True).array if c.mask is not None else None for c in cases]  # once each
+    shares = [float(np.isin(m, CARTILAGE_LABELS).mean()) if m is not None else float("nan") for m in masks]
+    # chance = the mass@ROI of a map spread evenly: the cartilage share of the voxels, mean over the masked knees
+    masked = [share for mask, share in zip(masks, shares) if mask is not None]
+    chance = float(np.mean(masked)) if masked else float("nan")
     rows = in_model_order(_floatify(saliency["rows"]))
     for row in rows:
         mass = row.get("mass_roi")
@@ -172,10 +164,8 @@ def saliency_section(saliency: dict[str, Any], figures: Path) -> Section:
     models = [n for n in sorted(saliency["maps"], key=_order) if n.endswith("_dual")]
     per_case = {name: _case_rows(figures.parent, name) for name in models}  # each table read once
     grid_cases, grid_maps = [], {}
-    for case in cases:
+    for case, mask, share in zip(cases, masks, shares):
         row = len(grid_cases)
-        mask = read_volume(case.mask, is_label=True).array if case.mask else None
-        share = float(np.isin(mask, CARTILAGE_LABELS).mean()) if mask is not None else float("nan")
         added = False
         for name in models:
             path = saliency["maps"][name].get(case.case_id)
