@@ -50,6 +50,7 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
     from kneeoa.analysis.saliency_methods import captum_attribution
     from kneeoa.data.preprocess import preprocess_volume
     from kneeoa.data.volume import Volume
+    from kneeoa.engine.inference import reorient_of
     from kneeoa.models.wrappers import ScalarTarget
 
     check_options(method, target, n_samples, noise_std, batch_size)
@@ -59,7 +60,7 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
     was_training = model.training
     model.eval()  # BatchNorm running stats, dropout off: the samples of a batch stay independent
     try:
-        x = preprocess_volume(volume, shape, device=device, reorient=_reorient(model))[None]  # made on the device
+        x = preprocess_volume(volume, shape, device=device, reorient=reorient_of(model))[None]  # made on the device
         head, index = resolve_target(model, x, target)
         forward = ScalarTarget(model, head=head)
         if method in SMOOTHGRAD_PRODUCTS:
@@ -69,7 +70,7 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
             raw = captum_attribution(method, model, forward, x, index, n_samples, batch_size)
     finally:
         model.train(was_training)
-    array_ijk = model_to_image_grid(normalise_01(raw.detach()), volume, _reorient(model))
+    array_ijk = model_to_image_grid(normalise_01(raw.detach()), volume, reorient_of(model))
     return SaliencyMap(Volume(array_ijk, np.asarray(volume.affine, dtype=np.float64), path=None), head, index)
 
 
@@ -199,7 +200,3 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     for param in model.parameters():
         return param.device
     return torch.device("cpu")
-
-
-def _reorient(model: torch.nn.Module) -> str:
-    return str(getattr(getattr(model, "spec", None), "reorient", "ras"))
