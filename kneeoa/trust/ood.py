@@ -29,15 +29,20 @@ class OODModel:
 
     def p_value(self, distance: np.ndarray) -> np.ndarray:
         """Conformal p-value of each distance against the held-out distances (1 when none are stored)."""
-        d = np.atleast_1d(np.asarray(distance, dtype=np.float64))
-        ref = np.sort(self.heldout)
-        if len(ref) == 0:
-            return np.ones_like(d)
-        at_least = len(ref) - np.searchsorted(ref, d, side="left")
-        return (1.0 + at_least) / (len(ref) + 1.0)
+        return conformal_p_value(distance, self.heldout)
 
     def flag(self, distance: np.ndarray, alpha: float = DEFAULT_OOD_ALPHA) -> np.ndarray:
         return self.p_value(distance) <= float(alpha)
+
+
+def conformal_p_value(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(1 + #{reference scores >= score}) / (m + 1) per score: 1 when the reference is empty."""
+    d = np.atleast_1d(np.asarray(scores, dtype=np.float64))
+    ref = np.sort(np.asarray(reference, dtype=np.float64))
+    if len(ref) == 0:
+        return np.ones_like(d)
+    at_least = len(ref) - np.searchsorted(ref, d, side="left")
+    return (1.0 + at_least) / (len(ref) + 1.0)
 
 
 def fit_ood(train_embeddings: np.ndarray, heldout_embeddings: np.ndarray | None = None) -> OODModel:

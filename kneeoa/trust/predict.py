@@ -16,7 +16,7 @@ from kneeoa.contracts import trust as names
 from kneeoa.hierarchy import OA_THRESHOLD
 from kneeoa.trust.calibration import calibrated
 from kneeoa.trust.conformal import fit_sets, two_class
-from kneeoa.trust.ood import combined_score
+from kneeoa.trust.ood import combined_score, conformal_p_value
 from kneeoa.trust.store import TrustStats
 
 
@@ -58,8 +58,7 @@ class TrustPredictor:
             # either detector may fire: one conformal p-value of the combined score, reference knee by knee
             dims = [len(ood.mean), len(img.mean)]
             ref = combined_score([ood.heldout, img.heldout], dims)
-            score = combined_score([dist, img_dist], dims)
-            p_val = (1.0 + (ref[None, :] >= score[:, None]).sum(1)) / (len(ref) + 1.0)
+            p_val = conformal_p_value(combined_score([dist, img_dist], dims), ref)
         warn = envelope_warnings or [[] for _ in range(n)]
         rows = []
         for i in range(n):
