@@ -101,6 +101,13 @@ def find_prediction_files(preds_dir: str | Path) -> dict[tuple[str, str], Path]:
     return found
 
 
+def subject_order(subject_id: object) -> tuple:
+    """Sort key of a prediction file's subject id: numerically, as the reference sorts CMT_ID; non-numeric ids
+    after them in text order (also the CV study's pooled files)."""
+    text = str(subject_id)
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
 def read_predictions(path: str | Path) -> Predictions:
     """Read one prediction CSV (sorted by CMT_ID / case_id); non-numeric cells become NaN."""
     path = Path(path)
@@ -120,8 +127,7 @@ def read_predictions(path: str | Path) -> Predictions:
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
         raise InputError(f"subject id(s) listed twice: {', '.join(duplicated[:5])}", path)
-    # the reference sorts by CMT_ID numerically; fall back to text order for non-numeric ids
-    order = sorted(range(len(ids)), key=lambda i: (0, int(ids[i]), "") if ids[i].isdigit() else (1, 0, ids[i]))
+    order = sorted(range(len(ids)), key=lambda i: subject_order(ids[i]))
     columns = {c: np.array([number(records[i].get(c)) for i in order]) for c in header if c != id_col}
     return Predictions(path, [ids[i] for i in order], columns)
 

@@ -65,6 +65,7 @@ def pool_predictions(study: Path, tasks: list) -> tuple[dict[int, Path], list[st
 
     Returns ({seed: folder}, notes on incomplete (model, seed) pairs).
     """
+    from kneeoa.analysis.compare import subject_order
     from kneeoa.data.tables import read_table, write_table
     from kneeoa.engine.predict import pred_columns
 
@@ -83,7 +84,7 @@ def pool_predictions(study: Path, tasks: list) -> tuple[dict[int, Path], list[st
         rows = []
         for task in sorted(members, key=lambda t: t.fold):
             rows += read_table(Path(task.pred_dir) / f"{name}_preds.csv")
-        rows.sort(key=lambda r: (0, int(r["CMT_ID"]), "") if str(r["CMT_ID"]).isdigit() else (1, 0, str(r["CMT_ID"])))
+        rows.sort(key=lambda r: subject_order(r["CMT_ID"]))
         write_table(folder / f"{name}_preds.csv", rows, pred_columns(members[0].variant))
         folders[seed] = folder
     return folders, notes
