@@ -122,7 +122,9 @@ def train_unless_finished(data, run_dir: Path, backbone: str, variant: str, pres
 def prediction_files(pred_dir: str | Path, name: str) -> list[Path]:
     """The files `kneeoa predict --embeddings` writes for model `name`: preds, metrics, embeddings (a study's
     model and a CV task are finished when all three are there)."""
-    return [Path(pred_dir) / f"{name}_{s}" for s in ("preds.csv", "metrics.csv", "embeddings.npz")]
+    from kneeoa.contracts.schemas import preds_file_name
+
+    return [Path(pred_dir) / f for f in (preds_file_name(name), f"{name}_metrics.csv", f"{name}_embeddings.npz")]
 
 
 def _predict_one(checkpoint: Path, data, pred_dir: Path, name: str, cache_dir: str, test_cases: list) -> None:

@@ -66,6 +66,7 @@ def pool_predictions(study: Path, tasks: list) -> tuple[dict[int, Path], list[st
     Returns ({seed: folder}, notes on incomplete (model, seed) pairs).
     """
     from kneeoa.analysis.compare import subject_order
+    from kneeoa.contracts.schemas import preds_file_name
     from kneeoa.data.tables import read_table, write_table
     from kneeoa.engine.predict import pred_columns
 
@@ -79,13 +80,13 @@ def pool_predictions(study: Path, tasks: list) -> tuple[dict[int, Path], list[st
         folder = Path(study) / "pooled" / f"seed{seed}"
         if missing:
             notes.append(f"{name} seed {seed}: fold(s) {', '.join(map(str, missing))} not finished; not pooled")
-            (folder / f"{name}_preds.csv").unlink(missing_ok=True)  # a fold rerun since: no stale pooled file
+            (folder / preds_file_name(name)).unlink(missing_ok=True)  # a fold rerun since: no stale pooled file
             continue
         rows = []
         for task in sorted(members, key=lambda t: t.fold):
-            rows += read_table(Path(task.pred_dir) / f"{name}_preds.csv")
+            rows += read_table(Path(task.pred_dir) / preds_file_name(name))
         rows.sort(key=lambda r: subject_order(r["CMT_ID"]))
-        write_table(folder / f"{name}_preds.csv", rows, pred_columns(members[0].variant))
+        write_table(folder / preds_file_name(name), rows, pred_columns(members[0].variant))
         folders[seed] = folder
     return folders, notes
 

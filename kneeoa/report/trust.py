@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kneeoa.contracts import trust as names
-from kneeoa.contracts.schemas import PRED_KL_PROB_COLUMNS
+from kneeoa.contracts.schemas import PRED_KL_PROB_COLUMNS, preds_file_name
 from kneeoa.hierarchy import OA_THRESHOLD
 from kneeoa.report.figures import fig_to_png
 from kneeoa.report.html import Figure, Section, Table
@@ -27,7 +27,7 @@ def load_model_trust(pred_dir: Path, name: str) -> dict[str, Any] | None:
     """Joined raw + calibrated arrays of one model's graded test knees, None without a trust file."""
     from kneeoa.data.tables import read_table
 
-    trust_path, preds_path = pred_dir / names.trust_file_name(name), pred_dir / f"{name}_preds.csv"
+    trust_path, preds_path = pred_dir / names.trust_file_name(name), pred_dir / preds_file_name(name)
     if not trust_path.is_file() or not preds_path.is_file():
         return None
     preds = read_table(preds_path)
