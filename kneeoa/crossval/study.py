@@ -20,7 +20,7 @@ from typing import Any
 
 from kneeoa.config import check_overrides
 from kneeoa.contracts.catalog import study_backbones
-from kneeoa.contracts.studies import CV_META_FILE, TASK_FAILED, TASK_RUNNING
+from kneeoa.contracts.studies import CV_META_FILE, FOLD_TABLE, PLAN_FILE, TASK_FAILED, TASK_RUNNING
 from kneeoa.contracts.vocab import VARIANTS
 from kneeoa.errors import ConfigError
 
@@ -80,7 +80,7 @@ def run_cv_study(data: str | Path, out: str | Path, folds: int = 5, seeds: int =
     out = Path(out).resolve()
     tasks = prepare_cv_study(data, out, folds, seeds, preset, backbones, variants, overrides)
     todo = pending(tasks)
-    result: dict[str, Any] = {"study": out, "plan": out / "plan.json", "n_tasks": len(tasks), "pending": todo}
+    result: dict[str, Any] = {"study": out, "plan": out / PLAN_FILE, "n_tasks": len(tasks), "pending": todo}
     if plan_only:
         return result
     if executor == "local":
@@ -157,7 +157,7 @@ def collect_cv_study(out: str | Path, resamples: int = 10_000) -> dict[str, Any]
     tasks, _preset, _overrides = read_plan(out)
     meta = json.loads((out / CV_META_FILE).read_text(encoding="utf-8"))
     states = task_states(out, tasks)
-    fold_rows = read_table(out / "folds.csv")
+    fold_rows = read_table(out / FOLD_TABLE)
     folders, notes, metrics, stats, latent_summary = write_aggregates(out, tasks, fold_rows, resamples)
     result = {"states": states, "notes": notes + stats["skipped"], "metrics": metrics, "stats": stats,
               "latent": latent_summary, "pooled": folders, "meta": meta, "fold_rows": fold_rows}

@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from kneeoa.contracts.studies import TASK_DONE, TASK_FAILED, TASK_RUNNING
+from kneeoa.contracts.studies import PLAN_FILE, TASK_DONE, TASK_FAILED, TASK_RUNNING
 
 
 def status_path(study: Path, index: int) -> Path:
@@ -46,7 +46,7 @@ def run_task(study: str | Path, index: int) -> dict:
     study = Path(study)
     tasks, preset, overrides = read_plan(study)
     if not 0 <= index < len(tasks):
-        raise ConfigError(f"task index {index} outside the plan's 0..{len(tasks) - 1}", study / "plan.json")
+        raise ConfigError(f"task index {index} outside the plan's 0..{len(tasks) - 1}", study / PLAN_FILE)
     task = tasks[index]
     previous = read_status(study, index) or {}
     if task.is_done():
