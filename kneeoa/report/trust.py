@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from kneeoa.contracts import trust as names
+from kneeoa.contracts.case_ids import case_id_from_name
 from kneeoa.contracts.schemas import PRED_KL_PROB_COLUMNS, preds_file_name
 from kneeoa.hierarchy import OA_THRESHOLD
 from kneeoa.report.figures import fig_to_png
@@ -146,7 +147,7 @@ def triage_rows(models: list[dict], out: Path) -> list[dict]:
     for m in models:
         sal = out / "saliency" / m["name"]
         for i, case in enumerate(m["ids"]):
-            stem = Path(m["images"][i]).name.split(".")[0].removesuffix("_0000")
+            stem = case_id_from_name(m["images"][i])
             maps = sorted(sal.glob(f"{stem}*")) if sal.is_dir() and stem else []
             rows.append({"model": m["name"], "case": case, "true KL": int(m["y"][i]), "KL set": m["set"][i],
                          "OA set": m["oa_set"][i], "OOD p": m["ood_p"][i], "flag": bool(m["flag"][i]),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kneeoa.contracts.case_ids import case_id_from_name
 from kneeoa.data.phantom.case import grid_for, synthesize_case
 from kneeoa.data.phantom.layout import SPLIT_DIRS, case_id, case_paths  # noqa: F401  (the layout API)
 from kneeoa.data.phantom.severity import READER_FLIP_PROB, CaseLabels, bilateral_partner, cohens_kappa
@@ -57,7 +58,7 @@ def _check_args(out_dir: Path, n_train: int, n_test: int, shape: tuple[int, ...]
     wanted = {case_id(n) for n in range(1, n_train + n_test + 1)}
     for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         for f in sorted((out_dir / folder).glob("*.nii*")) if (out_dir / folder).is_dir() else []:
-            if f.name.split(".")[0].removesuffix("_0000") not in wanted:
+            if case_id_from_name(f.name) not in wanted:
                 raise ConfigError(f"already holds {folder}/{f.name}, which is not part of this cohort; "
                                   "use an empty or new folder", out_dir)
 
