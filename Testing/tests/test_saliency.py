@@ -202,3 +202,11 @@ def test_paper_product_differs_from_the_clean_input_product(tmp_path):
     same_noise_free = [compute_saliency(model, volume, method=m, noise_std=0.0).array
                        for m in ("smoothgrad", "smoothgrad_clean_input")]
     np.testing.assert_allclose(*same_noise_free, atol=1e-6)  # without noise the two products coincide
+
+
+def test_a_given_model_input_gives_the_map_preprocessing_would(tmp_path):
+    model, volume = tiny_model(), oblique_volume(tmp_path)
+    made = explain(model, volume)
+    given = explain(model, volume, inputs=model_input(model, volume))
+    np.testing.assert_array_equal(given.volume.array, made.volume.array)
+    assert (given.head, given.index) == (made.head, made.index)

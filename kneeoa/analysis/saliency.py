@@ -45,8 +45,11 @@ def compute_saliency(model: torch.nn.Module, volume: Volume, method: str = "smoo
 
 def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", target: str | int = "auto",
             input_shape: tuple[int, int, int] | None = None, n_samples: int = 8, noise_std: float = 0.05,
-            batch_size: int | None = None, seed: int = 0) -> SaliencyMap:
-    """Like `compute_saliency`, also saying which logit was explained (what 'auto' resolved to)."""
+            batch_size: int | None = None, seed: int = 0, inputs: torch.Tensor | None = None) -> SaliencyMap:
+    """Like `compute_saliency`, also saying which logit was explained (what 'auto' resolved to).
+
+    `inputs`: the model input already made from `volume` (1, 1, D, H, W) on the model's device, when the
+    caller has it (grading predicts first), so the volume is not preprocessed a second time."""
     from kneeoa.analysis.saliency_methods import captum_attribution
     from kneeoa.data.preprocess import preprocess_volume
     from kneeoa.data.volume import Volume
@@ -60,7 +63,8 @@ def explain(model: torch.nn.Module, volume: Volume, method: str = "smoothgrad", 
     was_training = model.training
     model.eval()  # BatchNorm running stats, dropout off: the samples of a batch stay independent
     try:
-        x = preprocess_volume(volume, shape, device=device, reorient=reorient_of(model))[None]  # made on the device
+        x = inputs if inputs is not None else \
+            preprocess_volume(volume, shape, device=device, reorient=reorient_of(model))[None]  # on the device
         head, index = resolve_target(model, x, target)
         forward = ScalarTarget(model, head=head)
         if method in SMOOTHGRAD_PRODUCTS:

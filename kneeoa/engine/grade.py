@@ -86,7 +86,7 @@ def grade_volume(image_path: str | Path, checkpoint: str | Path, mask_path: str 
         result["saliency_batch"] = batch
         with oom_guard(dev, "saliency"):
             smap = explain(model, image, method=saliency_method, target=target, input_shape=shape,
-                           batch_size=batch)
+                           batch_size=batch, inputs=x)  # the input the prediction used: preprocessed once
         result["saliency_target"] = {"head": smap.head, "index": int(smap.index)}
         if saliency_path is not None:
             write_nifti(saliency_path, smap.volume.array, smap.volume.affine)
