@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kneeoa.data.resample import STD_FLOOR
 from kneeoa.errors import InputError
 
 
@@ -36,8 +37,10 @@ def resample(array: Any, shape: Sequence[int], is_label: bool = False) -> Any:
 
 
 def zscore(x: Any) -> Any:
+    """The segmenter's z-score: the grading floor (STD_FLOOR), but torch's sample std (what the bundled
+    segmenter was trained with; kneeoa.data.preprocess.zscore uses the population std)."""
     std = x.std()
-    return (x - x.mean()) / max(float(std), 1e-6)
+    return (x - x.mean()) / max(float(std), STD_FLOOR)
 
 
 def prepare_image(volume: Any, spacing_mm: Sequence[float] | None) -> Any:
