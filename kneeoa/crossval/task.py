@@ -55,9 +55,11 @@ def run_task(study: str | Path, index: int) -> dict:
         return status
     t0 = time.perf_counter()
     spent = float(previous.get("seconds", 0.0))  # compute of earlier, interrupted attempts is kept
-    _write_status(study, index, state=TASK_RUNNING, name=task.name, fold=task.fold, seed=task.seed, seconds=spent)
+    # the handler first: whoever sees 'running' may stop the task, and a SIGTERM must then record 'failed'
     previous_handler = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
     try:
+        _write_status(study, index, state=TASK_RUNNING, name=task.name, fold=task.fold, seed=task.seed,
+                      seconds=spent)
         _train_and_predict(task, preset, overrides)
     except BaseException as err:  # Ctrl-C, and SIGTERM (SLURM's time limit, scancel) via _terminated, too
         _write_status(study, index, state=TASK_FAILED, name=task.name, fold=task.fold, seed=task.seed,
